@@ -1,0 +1,7 @@
+"""Placeholder: this sub-command registers nothing yet."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    return None

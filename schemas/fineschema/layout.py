@@ -1,0 +1,71 @@
+"""The store's on-disk layout: file names, Zarr arrays, their shapes, dtypes, chunks and attributes.
+
+STORE/
+  manifest.parquet     one row per clip (tables.MANIFEST); compacted from parts/
+  parts/               per-batch manifest parts: a part is the done marker of its batch
+  arrays.zarr/         Zarr v3 group with the arrays below, one chunk per clip
+  descriptions/        part-*.parquet rows of tables.DESCRIPTION
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MANIFEST_FILE = "manifest.parquet"
+PARTS_DIR = "parts"
+ARRAYS_DIR = "arrays.zarr"
+DESCRIPTIONS_DIR = "descriptions"
+
+NUM_LANDMARKS = 478
+NUM_BLENDSHAPES = 52
+
+# Face-parsing classes, derived from the face mesh by the default parser. Index = value in `parsing`.
+PARSING_CLASSES: tuple[str, ...] = ("background", "skin", "brows", "eyes", "nose", "lips", "inner_mouth")
+
+# Attributes every arrays.zarr group must carry.
+REQUIRED_ATTRS: tuple[str, ...] = (
+    "schema_version", "dataset", "frames", "size", "parsing_classes", "landmark_model_sha256",
+    "label_set", "source",
+)
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    name: str
+    dtype: str
+    # Shape after the clip axis N, with symbolic T (frames) and S (crop size).
+    shape: tuple[str | int, ...]
+    doc: str
+
+    def concrete_shape(self, n: int, frames: int, size: int) -> tuple[int, ...]:
+        sub = {"T": frames, "S": size}
+        return (n, *[sub.get(d, d) if isinstance(d, str) else d for d in self.shape])
+
+    def chunk_shape(self, frames: int, size: int) -> tuple[int, ...]:
+        """One clip per chunk, so no two writers ever touch the same chunk."""
+        return self.concrete_shape(1, frames, size)
+
+
+ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("frames", "uint8", ("T", "S", "S", 3), "RGB face crops"),
+    ArraySpec("parsing", "uint8", ("T", "S", "S"), "class map, values index PARSING_CLASSES"),
+    ArraySpec("landmarks", "float32", ("T", NUM_LANDMARKS, 3), "x, y in [0, 1] of the crop; z relative depth"),
+    ArraySpec("blendshapes", "float32", ("T", NUM_BLENDSHAPES), "mediapipe blendshape coefficients"),
+    ArraySpec("face_found", "bool", ("T",), "false where the frame was filled from a neighbour"),
+)
+ARRAY_SPECS = {spec.name: spec for spec in ARRAYS}
+
+# mediapipe's FaceLandmarker blendshape names, in output order.
+BLENDSHAPE_NAMES: tuple[str, ...] = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft",
+    "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight",
+    "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight",
+    "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight",
+    "mouthFrownLeft", "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft",
+    "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight",
+    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft",
+    "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight",
+)
+assert len(BLENDSHAPE_NAMES) == NUM_BLENDSHAPES
