@@ -60,7 +60,7 @@ DESCRIPTION = pa.schema(
         pa.field("random_weights", pa.bool_()),          # true: text from an untrained model, meaningless
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
-        pa.field("created_at", pa.timestamp("s", tz="UTC")),
+        pa.field("created_at", pa.timestamp("ms", tz="UTC")),
     ],
     metadata={b"schema_version": str(SCHEMA_VERSION).encode(), b"kind": b"descriptions"},
 )
