@@ -1,0 +1,169 @@
+"""The fold table: per-fold and mean UAR/WAR with per-class recall, as JSON and Markdown.
+
+Numbers are recomputed from the per-clip predictions files, never copied from logs, so a table
+merged from folds that ran as separate jobs is the same as one written by `finetrain run --fold all`.
+A run directory holds its test predictions at `RUN/predictions.parquet` (one fold) or
+`RUN/fold<K>/predictions.parquet` (a `--fold all` run); a file may also hold several folds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .metrics import Scores, mean_std
+from .predictions import PREDICTIONS_FILE, Predictions, read_predictions
+
+FOLD_TABLE_JSON = "fold_table.json"
+FOLD_TABLE_MD = "fold_table.md"
+FOLDS_PER_DATASET = {"dfew": 5, "mafw": 5, "mafw-compound": 5, "ferv39k": 1}
+
+
+@dataclass
+class FoldResult:
+    fold: int | None
+    scores: Scores
+    source: str
+
+
+def fold_results(preds: Predictions, source: str = "") -> list[FoldResult]:
+    """One result per fold present in a predictions set (rows without a true label are ignored)."""
+    out = []
+    for fold in preds.fold_ids():
+        part = preds.select([f == fold for f in preds.folds])
+        if any(t is not None for t in part.true_labels):
+            out.append(FoldResult(fold, part.scores(), source))
+    return out
+
+
+def prediction_files(run: str | Path) -> list[Path]:
+    """Test predictions of a run: its own file and those of its `fold<K>/` sub-runs."""
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run}: no run directory here")
+    files = [run / PREDICTIONS_FILE] if (run / PREDICTIONS_FILE).is_file() else []
+    files += sorted(run.glob(f"fold*/{PREDICTIONS_FILE}"), key=lambda p: p.parent.name)
+    return files
+
+
+def collect(runs: Sequence[str | Path]) -> list[FoldResult]:
+    """Fold results of one or more runs; a fold found twice is an error naming both places."""
+    seen: dict[int | None, FoldResult] = {}
+    labels = None
+    for run in runs:
+        files = prediction_files(run)
+        if not files:
+            raise FileNotFoundError(
+                f"{run}: no {PREDICTIONS_FILE} (the run has not finished a test evaluation; "
+                f"run `finetrain eval --run {run}`)"
+            )
+        for path in files:
+            preds = read_predictions(path)
+            if labels is None:
+                labels = preds.labels
+            elif preds.labels != labels:
+                raise ValueError(f"{path}: classes {preds.labels} differ from {labels} in the other runs")
+            for res in fold_results(preds, str(path)):
+                if res.fold in seen:
+                    raise ValueError(
+                        f"fold {res.fold} appears in both {seen[res.fold].source} and {res.source}; "
+                        "merge runs that cover different folds"
+                    )
+                seen[res.fold] = res
+    return [seen[k] for k in sorted(seen, key=lambda f: (f is None, f or 0))]
+
+
+def build_table(results: Sequence[FoldResult], dataset: str | None = None) -> dict:
+    """The fold table as a JSON-ready dict (recall values are fractions in 0..1; null where undefined)."""
+    if not results:
+        raise ValueError("no fold results to tabulate")
+    labels = results[0].scores.labels
+    folds = []
+    for r in results:
+        d = r.scores.to_dict()
+        folds.append({"fold": r.fold, "source": r.source, **{k: d[k] for k in
+                      ("count", "uar", "war", "per_class_recall", "support", "confusion")}})
+    uar, uar_std = mean_std([r.scores.uar for r in results])
+    war, war_std = mean_std([r.scores.war for r in results])
+    per_class = {name: _nan_to_none(mean_std([r.scores.recall[name] for r in results])[0]) for name in labels}
+    expected = FOLDS_PER_DATASET.get(dataset or "")
+    present = [r.fold for r in results]
+    table = {
+        "dataset": dataset,
+        "labels": list(labels),
+        "folds": folds,
+        "mean": {
+            "uar": _nan_to_none(uar), "war": _nan_to_none(war),
+            "uar_std": _nan_to_none(uar_std), "war_std": _nan_to_none(war_std),
+            "per_class_recall": per_class,
+            "folds": len(results),
+        },
+    }
+    if expected is not None:
+        missing = [k for k in range(1, expected + 1) if k not in present]
+        table["expected_folds"] = expected
+        table["missing_folds"] = missing
+        table["complete"] = not missing
+    return table
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def to_markdown(table: dict) -> str:
+    """UAR/WAR and per-class recall in percent, one row per fold and a mean row."""
+    labels = table["labels"]
+    head = ["fold", "clips", "UAR", "WAR", *labels]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for f in table["folds"]:
+        cells = ["–" if f["fold"] is None else str(f["fold"]), str(f["count"]), _pct(f["uar"]), _pct(f["war"])]
+        cells += [_pct(f["per_class_recall"][n]) for n in labels]
+        lines.append("| " + " | ".join(cells) + " |")
+    m = table["mean"]
+    uar = _pct(m["uar"]) + ("" if m["uar_std"] is None or m["folds"] < 2 else f" ± {100 * m['uar_std']:.2f}")
+    war = _pct(m["war"]) + ("" if m["war_std"] is None or m["folds"] < 2 else f" ± {100 * m['war_std']:.2f}")
+    cells = ["**mean**", str(sum(f["count"] for f in table["folds"])), uar, war]
+    cells += [_pct(m["per_class_recall"][n]) for n in labels]
+    lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if table.get("missing_folds"):
+        missing = ", ".join(str(k) for k in table["missing_folds"])
+        text += f"\nIncomplete: folds {missing} of {table['expected_folds']} have no results yet.\n"
+    return text
+
+
+def write_table(out_dir: str | Path, table: dict) -> tuple[Path, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / FOLD_TABLE_JSON
+    md = out / FOLD_TABLE_MD
+    js.write_text(json.dumps(table, indent=2) + "\n")
+    md.write_text(to_markdown(table))
+    return js, md
+
+
+def read_table(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def run_dataset(run: str | Path) -> str | None:
+    """The dataset a run was trained on, from the JSON files the trainer leaves in it (None if unknown)."""
+    run = Path(run)
+    for path in [*sorted(run.glob("*.json")), *sorted(run.glob("fold*/*.json"))]:
+        if path.name == FOLD_TABLE_JSON:
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("dataset"), str):
+            return data["dataset"]
+    return None
