@@ -1,0 +1,85 @@
+"""What `fineprep extract` does, callable from Python: index, plan, prepare the store, run, summarise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fineschema import labels as fl
+from fineschema import tables
+
+from . import faces, runner, store
+from .clip import Settings
+
+
+class ExtractError(ValueError):
+    """A problem with the whole job (dataset layout, model file, store settings): one line, then exit."""
+
+
+def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, size: int = 224,
+                    source: str | None = None, labels_csv: Path | None = None, workers: int | None = None,
+                    scheduler: str | None = None, limit: int | None = None, batch_size: int = 16,
+                    overwrite: bool = False, landmarker: Path | None = None, margin: float = 0.6,
+                    console: Console | None = None) -> runner.Outcome:
+    from ..datasets import LABEL_SET, SOURCES, DatasetLayoutError, index_dataset
+
+    console = console or Console(stderr=True)
+    root, out = Path(root).resolve(), Path(out).resolve()
+    if dataset not in SOURCES:
+        raise ExtractError(f"unknown dataset {dataset!r}; choose one of {', '.join(SOURCES)}")
+    source = source or SOURCES[dataset][0]
+    try:
+        model_path, sha = faces.resolve_landmarker(landmarker)
+    except faces.ModelError as exc:
+        raise ExtractError(str(exc)) from None
+    if sha != faces.DEFAULT_LANDMARKER_SHA256:
+        console.print(f"note: landmarker {model_path.name} sha256 {sha[:12]}... differs from the default model")
+    try:
+        entries = index_dataset(dataset, root, source, labels_csv) if labels_csv else \
+            index_dataset(dataset, root, source)
+    except (DatasetLayoutError, ValueError) as exc:
+        raise ExtractError(str(exc).splitlines()[0]) from None
+    if not entries:
+        raise ExtractError(f"the {dataset} index of {root} (source {source}) lists no clips")
+    plan = runner.make_plan(entries, batch_size, limit)
+    settings = Settings(frames=frames, size=size, margin=margin)
+    label_set = LABEL_SET[dataset]
+    attrs = store.store_attrs(
+        dataset=dataset, source=source, label_set=label_set, landmark_sha256=sha,
+        settings={**settings.as_attrs(), "batch_size": batch_size}, num_clips=plan.num_clips,
+        plan_sha256=plan.digest,
+    )
+    try:
+        resumed = store.prepare(out, attrs, overwrite)
+    except store.SettingsMismatch as exc:
+        raise ExtractError(str(exc)) from None
+    console.print(f"{dataset} ({source}): {len(plan.entries)} clips indexed, {plan.num_clips} to extract "
+                  f"in {len(plan.batches)} batches of {batch_size}; {len(plan.final)} settled by the index"
+                  + ("; resuming" if resumed else ""))
+    client, cluster = runner.start_client(workers, scheduler, console)
+    try:
+        outcome = runner.run(plan, root=root, out=out, settings=settings, model_path=str(model_path),
+                             label_names=fl.label_set(label_set), client=client, console=console)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    print_summary(outcome, out, console)
+    return outcome
+
+
+def print_summary(outcome: runner.Outcome, out: Path, console: Console) -> None:
+    table = Table(title=f"extract summary: {out}")
+    table.add_column("status")
+    table.add_column("clips", justify="right")
+    for status in tables.STATUSES:
+        if outcome.statuses.get(status):
+            table.add_row(status, str(outcome.statuses[status]))
+    table.add_row("[bold]total", f"[bold]{outcome.manifest_rows}")
+    console.print(table)
+    extracted = sum(sum(r.statuses.values()) for r in outcome.reports)
+    if extracted:
+        console.print(f"{extracted} clips in {outcome.seconds:.1f} s ({extracted / outcome.seconds:.2f} clips/s); "
+                      f"{outcome.skipped_batches} batches were already done")

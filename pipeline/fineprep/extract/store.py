@@ -1,0 +1,179 @@
+"""Writing a store: the Zarr arrays, per-batch manifest parts (the done markers) and the compacted manifest.
+
+Order of writes for a batch: every clip's array chunks first, then the batch's part, written to a
+temporary name and renamed into place. A part therefore exists only when all its data does; a run
+killed at any moment leaves at worst a batch without a part, which the next run simply redoes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fineschema import labels, layout, tables
+from fineschema.version import SCHEMA_VERSION
+
+from ..entries import ClipEntry
+
+INDEX_PART = "index.parquet"  # clips the index already settled (missing, bad annotation, outside root)
+
+
+class SettingsMismatch(ValueError):
+    """The store was started with other settings or another clip list; mixing them would corrupt it."""
+
+
+def plan_digest(clip_ids: list[str]) -> str:
+    """A fingerprint of the ordered clip list that fixes every clip's store_index."""
+    return hashlib.sha256("\n".join(clip_ids).encode()).hexdigest()
+
+
+def store_attrs(*, dataset: str, source: str, label_set: str, landmark_sha256: str, settings: dict,
+                num_clips: int, plan_sha256: str) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": dataset,
+        "frames": int(settings["frames"]),
+        "size": int(settings["size"]),
+        "parsing_classes": list(layout.PARSING_CLASSES),
+        "landmark_model_sha256": landmark_sha256,
+        "label_set": label_set,
+        "source": source,
+        "settings": {**settings, "num_clips": num_clips, "plan_sha256": plan_sha256},
+    }
+
+
+def _normalise(value):
+    return json.loads(json.dumps(value))
+
+
+def prepare(out: Path, attrs: dict, overwrite: bool) -> bool:
+    """Create the arrays for a new store, or check that an existing one was made with the same `attrs`.
+
+    Returns True when a store with these settings was already there (a resume). With `overwrite`, an
+    existing store's arrays, parts and manifest are removed first.
+    """
+    import zarr
+    from zarr.codecs import BloscCodec, BloscShuffle
+
+    zpath = out / layout.ARRAYS_DIR
+    if zpath.exists():
+        if not overwrite:
+            try:
+                old = dict(zarr.open_group(str(zpath), mode="r").attrs)
+            except Exception as exc:  # noqa: BLE001
+                raise SettingsMismatch(f"{zpath} is not a readable Zarr group ({exc}); use --overwrite") from exc
+            new = _normalise(attrs)
+            diffs = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            if not diffs:
+                return True
+            detail = "; ".join(_describe(k, old.get(k), new.get(k)) for k in diffs)
+            raise SettingsMismatch(
+                f"store {out} was extracted with other settings ({detail}); "
+                "use the same options to resume, or --overwrite to start again"
+            )
+        for name in (layout.ARRAYS_DIR, layout.PARTS_DIR, layout.MANIFEST_FILE):
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / layout.PARTS_DIR).mkdir(exist_ok=True)
+    n = attrs["settings"]["num_clips"]
+    frames, size = attrs["frames"], attrs["size"]
+    group = zarr.open_group(str(zpath), mode="w", zarr_format=3)
+    for spec in layout.ARRAYS:
+        group.create_array(
+            spec.name, shape=spec.concrete_shape(n, frames, size), chunks=spec.chunk_shape(frames, size),
+            dtype=spec.dtype, fill_value=0,
+            compressors=BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle),
+        )
+    # Attributes last: a group with attributes is a fully created store.
+    group.attrs.update(_normalise(attrs))
+    return False
+
+
+def _describe(key: str, old, new) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        inner = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        return f"{key} ({', '.join(inner)})"
+    return f"{key}: {old!r} -> {new!r}"
+
+
+class ArrayWriter:
+    """Opens the store's arrays once per batch and writes whole clips (one chunk each)."""
+
+    def __init__(self, out: Path):
+        import zarr
+
+        group = zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r+")
+        self.arrays = {spec.name: group[spec.name] for spec in layout.ARRAYS}
+
+    def write(self, store_index: int, arrays: dict[str, np.ndarray]) -> None:
+        for name, arr in self.arrays.items():
+            arr[store_index] = arrays[name]
+
+
+def manifest_row(entry: ClipEntry, label_names: tuple[str, ...], store_index: int, status: str,
+                 error: str | None, **extra) -> dict:
+    try:
+        label_index = labels.index_of(entry.label, label_names) if entry.label else -1
+    except labels.LabelError:
+        label_index = -1
+    row = {
+        "clip_id": entry.clip_id, "dataset": entry.dataset, "source_path": entry.source_path,
+        "label": entry.label, "label_index": label_index, "compound_label": entry.compound_label,
+        "train_folds": list(entry.train_folds), "test_folds": list(entry.test_folds),
+        "caption_en": entry.caption_en, "caption_zh": entry.caption_zh,
+        "store_index": store_index, "status": status, "error": error,
+    }
+    row.update(extra)
+    return row
+
+
+def rows_table(rows: list[dict]) -> pa.Table:
+    cols = {f.name: [r.get(f.name) for r in rows] for f in tables.MANIFEST}
+    return pa.Table.from_pydict(cols, schema=tables.MANIFEST)
+
+
+def part_name(batch: int) -> str:
+    return f"batch-{batch:06d}.parquet"
+
+
+def done_batches(out: Path) -> set[int]:
+    parts = out / layout.PARTS_DIR
+    if not parts.is_dir():
+        return set()
+    return {int(p.stem.split("-")[1]) for p in parts.glob("batch-*.parquet")}
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write to a temporary sibling, flush it to disk, rename it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_part(out: Path, name: str, rows: list[dict]) -> None:
+    write_atomic(rows_table(rows), out / layout.PARTS_DIR / name)
+
+
+def compact(out: Path, extra_rows: list[dict] | None = None) -> pa.Table:
+    """Union of all parts (plus rows of batches that did not finish), sorted by clip id, as manifest.parquet."""
+    parts = sorted((out / layout.PARTS_DIR).glob("*.parquet"))
+    pieces = [tables.conform(pq.read_table(p), tables.MANIFEST) for p in parts]
+    if extra_rows:
+        pieces.append(rows_table(extra_rows))
+    table = pa.concat_tables(pieces) if pieces else tables.MANIFEST.empty_table()
+    table = table.sort_by([("clip_id", "ascending")])
+    write_atomic(table, out / layout.MANIFEST_FILE)
+    return table
