@@ -1,7 +1,101 @@
-"""Placeholder: this sub-command registers nothing yet."""
+"""`fineprep show`, `fineprep stats`, `fineprep export`: read-only looks at a store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
 
+def _fail(exc: Exception) -> typer.Exit:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def show(
+    store: Path = typer.Option(..., "--store", help="Store folder (manifest.parquet + arrays.zarr)."),
+    clip: str = typer.Option(..., "--clip", help="Clip id as in the manifest (e.g. 00001, Action/Sad/0010)."),
+    out: Path = typer.Option(Path("sheet.png"), "--out", help="PNG file to write."),
+    frames: int = typer.Option(0, "--frames", min=0, help="Frames to show, evenly spread (0 = all stored)."),
+) -> None:
+    """Contact sheet of one clip: stored frames, parsing overlay, landmarks, label, caption, description."""
+    from fineschema import StoreError
+
+    from ..inspect import InspectError, open_store
+    from ..inspect.show import render_sheet
+
+    try:
+        path = render_sheet(open_store(store), clip, out, frames or None)
+    except (StoreError, InspectError) as exc:
+        raise _fail(exc) from None
+    typer.echo(f"wrote {path}")
+
+
+def stats(
+    store: Path = typer.Option(..., "--store", help="Store folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON instead of tables."),
+) -> None:
+    """Clips per class, fold and status; face-found ratio; bytes per clip on disk."""
+    from rich.console import Console
+
+    from fineschema import StoreError
+
+    from ..inspect import open_store
+    from ..inspect.stats import compute_stats, print_stats
+
+    try:
+        numbers = compute_stats(open_store(store))
+    except StoreError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(numbers, indent=2))
+    else:
+        print_stats(numbers, Console())
+
+
+def export(
+    store: Path = typer.Option(..., "--store", help="Store folder."),
+    out: Path = typer.Option(..., "--out", help="Folder for the annotation files (and frame folders)."),
+    fmt: str = typer.Option("dfer-clip", "--format", help="Output format: dfer-clip (`path num_frames label`)."),
+    frames: bool = typer.Option(False, "--frames/--no-frames",
+                                help="Write the stored face crops as JPG folders and point the files at them."),
+    order: str = typer.Option("dfer-clip", "--order", help="Label order: dfer-clip, mae-dfer, s2d or emoclip."),
+    absolute: bool = typer.Option(False, "--absolute", help="Absolute paths instead of paths relative to --out."),
+    root: Path = typer.Option(None, "--root",
+                              help="With --no-frames: the dataset root to prefix source paths with."),
+) -> None:
+    """Annotation files per fold in a public DFER repo's format and label order."""
+    from rich.console import Console
+    from rich.progress import track
+
+    from fineschema import StoreError
+
+    from ..inspect import open_store
+    from ..inspect.export import FORMATS, ORDERS, export_dfer_clip
+
+    if fmt not in FORMATS:
+        raise _fail(ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}"))
+    if order not in ORDERS:
+        raise _fail(ValueError(f"unknown label order {order!r}; choose one of {', '.join(ORDERS)}"))
+    try:
+        summary = export_dfer_clip(open_store(store), out, order=order, frames=frames, absolute=absolute,
+                                   dataset_root=root, progress=track)
+    except StoreError as exc:
+        raise _fail(exc) from None
+    console = Console()
+    for name, n in summary["files"].items():
+        console.print(f"{out / name}: {n} clips")
+    for reason, n in summary["skipped"].items():
+        console.print(f"[yellow]skipped {n} clips: {reason}")
+    if summary["paths_to_videos"]:
+        console.print(f"[yellow]{summary['paths_to_videos']} paths point at video files; the DFER repos read "
+                      "frame folders, so pass --frames to write the stored crops")
+
+
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("show")(show)
+    app.command("stats")(stats)
+    app.command("export")(export)

@@ -1,0 +1,118 @@
+"""`fineprep export --format dfer-clip`: annotation files the public DFER repos read, from a store.
+
+One `path num_frames label` line per clip (space-separated, 0-based label, no header), one file per
+fold and split, named as DFER-CLIP names them (`DFEW_set_1_train.txt`, `MAFW_set_1_test.txt`,
+`FERV39K_train.txt`). Labels follow the chosen repo's class order, converted by name, so the same
+store can be compared against DFER-CLIP, MAE-DFER, S2D or EmoCLIP without hand-editing files.
+
+With `frames=True` the stored face crops are written as JPG folders `OUT/frames/<clip_id>/00001.jpg..`
+and the files point at them; otherwise the files point at each clip's source in the dataset root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from fineschema import labels, tables
+
+from .store import StoreView
+
+FORMATS = ("dfer-clip",)
+ORDERS = tuple(labels.PUBLIC_ORDERS)
+PREFIX = {"dfew": "DFEW", "ferv39k": "FERV39K", "mafw": "MAFW", "folder": "FOLDER"}
+ORDER_DATASET = {"dfew": "dfew", "ferv39k": "ferv39k", "mafw": "mafw", "folder": "mafw"}
+FRAMES_DIR = "frames"
+
+
+def _safe(clip_id: str) -> str:
+    """A folder name for a clip: whitespace would break the space-separated format."""
+    return re.sub(r"\s+", "_", clip_id)
+
+
+def file_names(dataset: str, folds: list[int]) -> dict[tuple[int, str], str]:
+    """(fold, split) -> annotation file name; FERV39k and single-split datasets have no `set_k`."""
+    prefix = PREFIX.get(dataset, dataset.upper())
+    out = {}
+    for k in folds:
+        for split in ("train", "test"):
+            if folds == [1] and dataset not in ("dfew", "mafw"):
+                out[(k, split)] = f"{prefix}_{split}.txt"
+            else:
+                out[(k, split)] = f"{prefix}_set_{k}_{split}.txt"
+    return out
+
+
+def write_frames(store: StoreView, row: dict, out_dir: Path) -> int:
+    """Write one clip's stored crops as 00001.jpg.. ; a finished folder is left as it is."""
+    from PIL import Image
+
+    target = out_dir / FRAMES_DIR / _safe(row["clip_id"])
+    total = int(store.group["frames"].shape[1])
+    if target.is_dir() and len(list(target.glob("*.jpg"))) == total:
+        return total
+    frames = store.group["frames"][int(row["store_index"])]
+    tmp = target.parent / f".tmp-{target.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for t, frame in enumerate(frames, start=1):
+        Image.fromarray(frame).save(tmp / f"{t:05d}.jpg", quality=95)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return total
+
+
+def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", frames: bool = False,
+                     absolute: bool = False, dataset_root: Path | None = None, progress=None) -> dict:
+    """Write the annotation files (and optionally frame folders); returns what was written and skipped."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown label order {order!r}; choose one of {', '.join(ORDERS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = store.attrs.get("dataset") or (store.rows[0]["dataset"] if store.rows else "folder")
+    order_ds = ORDER_DATASET.get(dataset, "mafw")
+    skipped: Counter = Counter()
+    lines: dict[tuple[int, str], list[str]] = {}
+    usable = []
+    for row in store.rows:
+        if row["status"] != tables.STATUS_OK:
+            skipped[f"status {row['status']}"] += 1
+        elif not row["label"]:
+            skipped["unlabelled"] += 1
+        elif not frames and (not row["source_path"] or re.search(r"\s", row["source_path"])):
+            skipped["source path empty or with spaces (use --frames)"] += 1
+        else:
+            usable.append(row)
+    stored_t = int(store.group["frames"].shape[1]) if usable else 0
+    iterator = progress(usable, description="writing frame folders") if (frames and progress) else usable
+    for row in iterator:
+        if frames:
+            write_frames(store, row, out)
+            path = (out / FRAMES_DIR / _safe(row["clip_id"]))
+            text = str(path.resolve()) if absolute else f"{FRAMES_DIR}/{_safe(row['clip_id'])}"
+            count = stored_t
+        else:
+            base = Path(dataset_root) / row["source_path"] if dataset_root else Path(row["source_path"])
+            text = str(base.resolve()) if absolute else base.as_posix()
+            count = row["num_source_frames"] or stored_t
+        index = labels.to_public_index(row["label"], order, order_ds)
+        folds = {("train", k) for k in row["train_folds"] or []} | {("test", k) for k in row["test_folds"] or []}
+        if not folds:
+            folds = {("all", 0)}
+        for split, k in folds:
+            lines.setdefault((k, split), []).append(f"{text} {count} {index}")
+    fold_numbers = sorted({k for (k, split) in lines if split != "all"})
+    names = file_names(dataset, fold_numbers)
+    written = {}
+    for (k, split), rows in sorted(lines.items()):
+        name = names.get((k, split), f"{PREFIX.get(dataset, dataset.upper())}_all.txt")
+        (out / name).write_text("\n".join(rows))
+        written[name] = len(rows)
+    videos = sum(1 for r in usable if not frames and str(r["source_path"]).lower().endswith(
+        (".mp4", ".avi", ".mov", ".mkv", ".webm")))
+    return {"out": str(out), "order": order, "dataset": dataset, "files": written, "skipped": dict(skipped),
+            "frames_written": len(usable) if frames else 0, "paths_to_videos": videos}
