@@ -1,7 +1,68 @@
-"""Placeholder: this sub-command registers nothing yet."""
+"""`fineprep describe`: one MLLM description of facial changes per clip (implementation: fineprep.describe)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
 
 import typer
 
 
+class EngineName(StrEnum):
+    vllm = "vllm"
+    openai = "openai"
+    hf = "hf"
+
+
+class FramesAsName(StrEnum):
+    video = "video"
+    images = "images"
+    grid = "grid"
+
+
+def describe(
+    store: Path = typer.Option(..., "--store", help="Store written by `fineprep extract`."),
+    model: str = typer.Option("llava", help="Alias (llava, qwen2.5-vl, llava-1.5, tiny-random), HF id or local dir."),
+    engine: EngineName = typer.Option(EngineName.vllm, help="vllm (in-process), openai (an endpoint) or hf."),
+    endpoint: str = typer.Option(None, help="OpenAI-compatible base URL for --engine openai, e.g. http://127.0.0.1:8000/v1."),
+    served_model: str = typer.Option(None, help="Model name on the endpoint (default: ours, or the only one served)."),
+    concurrency: int = typer.Option(16, min=1, help="Requests in flight (--engine openai)."),
+    frames: int = typer.Option(8, min=1, help="Frames per clip, evenly spaced over the stored ones."),
+    chunk: int = typer.Option(512, min=1, help="Clips per engine call and per Parquet part."),
+    max_tokens: int = typer.Option(160, min=1, help="Most output tokens per description."),
+    prompt: str = typer.Option(None, "--prompt", help="Instruction id in prompts/instructions.yaml (default: its `default`)."),
+    refine: bool = typer.Option(True, "--refine/--no-refine", help="Strip words that name or imply a class (lexicon rules)."),
+    refine_llm: bool = typer.Option(False, "--refine-llm", help="Also rewrite with a text-only pass of the same model first."),
+    shard: str = typer.Option("0/1", help="i/N: this process takes the clips whose id hashes to i."),
+    template: str = typer.Option(None, help="Prompt template for models without a chat template: {media} and {prompt}."),
+    frames_as: FramesAsName = typer.Option(None, help="How frames go in: video, images or grid (default: the model's)."),
+    gpu_memory_utilization: float = typer.Option(0.90, help="--engine vllm: share of GPU memory for vLLM."),
+    seed: int = typer.Option(0, help="Sampling seed (decoding is greedy)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Describe how each clip's face moves, with a multimodal LLM; resumable, one Parquet part per chunk."""
+    from fineprep.describe.registry import ModelError
+    from fineprep.describe.runner import DescribeConfig, DescribeError, parse_shard, run_describe
+
+    try:
+        cfg = DescribeConfig(
+            store=store, model=model, engine=engine.value, frames=frames, chunk=chunk, max_tokens=max_tokens,
+            prompt_id=prompt, refine=refine, refine_llm=refine_llm, shard=parse_shard(shard),
+            template=template, frames_as=frames_as.value if frames_as else None, seed=seed,
+            options={"endpoint": endpoint, "served_model": served_model, "concurrency": concurrency,
+                     "gpu_memory_utilization": gpu_memory_utilization},
+        )
+        s = run_describe(cfg, progress=progress, log=typer.echo)
+    except (DescribeError, ModelError, KeyError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if s.described or s.failed:
+        pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+        typer.echo(
+            f"described {s.described}, failed {s.failed}, skipped {s.skipped} (already done) of {s.selected}; "
+            f"{s.clips_per_s:.2f} clips/s, {s.tokens_per_s:.1f} output tok/s; "
+            f"leak rate {pct(s.leak_before)} raw -> {pct(s.leak_after)} refined; {len(s.parts)} part(s) written")
+
+
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("describe")(describe)

@@ -1,0 +1,83 @@
+"""Description parts: one Parquet file per finished chunk, written aside and renamed into place.
+
+A part is durable once renamed, so a crash loses at most the chunk in flight. Resume reads the
+parts back: a clip is done for (model, prompt hash) when it has an `ok` row for them; failed clips
+are tried again on the next run (their old error rows stay, readers take the newest row).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from fineschema import layout, tables
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+
+def parts_dir(store: Path) -> Path:
+    return Path(store) / layout.DESCRIPTIONS_DIR
+
+
+def part_files(store: Path) -> list[Path]:
+    return sorted(parts_dir(store).glob("part-*.parquet"))
+
+
+def read_parts(store: Path, columns: list[str] | None = None) -> pa.Table:
+    """Every row of every finished part (temp files of an interrupted write are not parts)."""
+    files = part_files(store)
+    if not files:
+        return tables.DESCRIPTION.empty_table() if columns is None else \
+            pa.schema([tables.DESCRIPTION.field(c) for c in columns]).empty_table()
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
+def done_clip_ids(store: Path, model: str, prompt_hash: str) -> set[str]:
+    t = read_parts(store, ["clip_id", "model", "prompt_hash", "status"])
+    mask = pc.and_(pc.and_(pc.equal(t["model"], model), pc.equal(t["prompt_hash"], prompt_hash)),
+                   pc.equal(t["status"], STATUS_OK))
+    return set(t.filter(mask)["clip_id"].to_pylist())
+
+
+def write_part(store: Path, rows: list[dict], tag: str, note: str | None = None) -> Path:
+    """Write `rows` (DESCRIPTION columns) as one new part; returns its path. `note` goes into the
+    file's metadata (`fineclip_note`), e.g. that the text comes from random weights."""
+    out = parts_dir(store)
+    out.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # Parquet column is in ms
+    for row in rows:
+        row.setdefault("created_at", now)
+    table = tables.conform(pa.Table.from_pylist(rows), tables.DESCRIPTION)
+    if note:
+        table = table.replace_schema_metadata({**table.schema.metadata, b"fineclip_note": note.encode()})
+    name = f"part-{tag}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = out / f".{name}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, out / name)
+    return out / name
+
+
+def load_descriptions(store: Path, model: str | None = None, prompt_hash: str | None = None) -> pa.Table:
+    """One row per (clip, model, prompt hash): the newest `ok` row, else the newest row. For readers
+    such as `fineprep show`; filter by model / prompt hash when given."""
+    t = read_parts(store)
+    if model is not None:
+        t = t.filter(pc.equal(t["model"], model))
+    if prompt_hash is not None:
+        t = t.filter(pc.equal(t["prompt_hash"], prompt_hash))
+    if t.num_rows == 0:
+        return t
+    df = t.to_pandas()
+    df["_ok"] = df["status"] == STATUS_OK
+    df = df.sort_values(["_ok", "created_at"]).drop_duplicates(["clip_id", "model", "prompt_hash"], keep="last")
+    df = df.drop(columns="_ok").sort_values("clip_id")
+    return tables.conform(pa.Table.from_pandas(df, preserve_index=False), tables.DESCRIPTION)
