@@ -1,0 +1,85 @@
+"""Small datasets in the official DFEW / FERV39k / MAFW layouts, rendered from real face photographs.
+
+`make_dataset` draws a plan from the seed (class, fold or split, identity and id of every clip),
+renders each clip by warping a real face along its MediaPipe mesh with a class recipe, and writes
+the dataset's own files (videos, face-crop frame folders, split files, label tables). The build goes
+into a temporary sibling folder that is renamed into place at the end, so a dataset root is either
+complete or absent; asking again for the same settings returns the existing root untouched.
+A hidden `.synth.json` at the root records the settings and, per clip, identity, class, intensity,
+fps and frame count.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .clips import render_clip
+from .layouts import (
+    DATASETS,
+    PROVENANCE,
+    WRITERS,
+    plan,
+    provenance,
+    settings_of,
+    write_provenance,
+)
+
+__all__ = ["DATASETS", "PROVENANCE", "SynthError", "make_dataset", "read_provenance"]
+
+
+class SynthError(RuntimeError):
+    """A dataset cannot be written where or how it was asked for."""
+
+
+def read_provenance(root: Path) -> dict:
+    return json.loads((Path(root) / PROVENANCE).read_text(encoding="utf-8"))
+
+
+def make_dataset(dataset: str, out: Path, clips_per_class: int = 2, seed: int = 0, size: int = 256, *,
+                 frames_range: tuple[int, int] = (20, 48),
+                 progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write a synthetic `dataset` (dfew, ferv39k, mafw) in its official layout at `out`; return the root."""
+    dataset = dataset.lower()
+    if dataset not in DATASETS:
+        raise SynthError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    lo, hi = int(frames_range[0]), int(frames_range[1])
+    if not 2 <= lo <= hi:
+        raise SynthError(f"frames range {lo},{hi} is not valid; give A,B with 2 <= A <= B")
+    if size < 64:
+        raise SynthError(f"size {size} px is too small for a face mesh; use 64 or more")
+    root = Path(out)
+    wanted = settings_of(dataset, seed, size, clips_per_class, (lo, hi))
+    if (root / PROVENANCE).is_file():
+        have = read_provenance(root)
+        if {k: have.get(k) for k in wanted} == wanted:
+            return root
+        raise SynthError(f"{root} already holds a synthetic dataset made with other settings "
+                         f"({ {k: have.get(k) for k in wanted} }); choose another --out or delete it")
+    if root.exists() and any(root.iterdir()):
+        raise SynthError(f"{root} exists and is not empty; choose an empty or new folder for --out")
+
+    planned = plan(dataset, clips_per_class, seed, size)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+    try:
+        clips = {}
+        for done, p in enumerate(planned, start=1):
+            rng = np.random.default_rng([seed, 1000 + p.index])
+            clips[p.index] = render_clip(p.identity, p.label, rng, (lo, hi))
+            if progress:
+                progress(done, len(planned))
+        WRITERS[dataset](tmp, planned, clips, np.random.default_rng([seed, 11]))
+        write_provenance(tmp, provenance(dataset, seed, size, clips_per_class, (lo, hi), planned, clips))
+        if root.exists():
+            root.rmdir()
+        tmp.rename(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
