@@ -230,11 +230,12 @@ def test_folder_videos_frames_labels_and_symlinks(tmp_path):
     assert unlabelled["a/clip1"].label is None and unlabelled["frames/c3"].media == "frames"
     assert unlabelled["linkdir"].status == unlabelled["linked"].status == tables.STATUS_OUTSIDE_ROOT
     csv = _write(tmp_path / "labels.csv",
-                 "\ufeffpath,label,split\r\na/clip1.mp4,Happy,train\r\nb,ANGER,test\r\nframes/c3,anger_disgust,\r\n"
-                 "gone.mp4,fear,\r\nb.AVI,Sad,\r\n../x.mp4,fear,\r\na/clip1.mp4,Bored,\r\n")
+                 "\ufeffpath,label,split\r\na/clip1.mp4,Happy,train\r\nb,sad,test\r\nframes/c3,anger_disgust,\r\n"
+                 "gone.mp4,fear,\r\nb.AVI,ANGER,\r\n../x.mp4,fear,\r\na/clip1.mp4,Bored,\r\n")
     entries = _by_id(index_dataset("folder", root, labels_csv=csv))
     assert (entries["a/clip1"].label, entries["a/clip1"].train_folds) == ("happiness", [1])
-    assert entries["b"].label == "anger" and entries["b"].test_folds == [1] and "label conflict" in entries["b"].error
+    assert entries["b"].label == "sadness" and entries["b"].test_folds == [1]
+    assert "label conflict: 'anger'" in entries["b"].error
     assert entries["frames/c3"].label is None and entries["frames/c3"].compound_label == "anger_disgust"
     assert entries["gone"].status == tables.STATUS_MISSING
     assert entries["../x.mp4"].status == tables.STATUS_OUTSIDE_ROOT

@@ -192,3 +192,49 @@ def test_export_label_orders_for_mafw(tmp_path):
 def test_file_names():
     assert file_names("ferv39k", [1]) == {(1, "train"): "FERV39K_train.txt", (1, "test"): "FERV39K_test.txt"}
     assert file_names("mafw", [1])[(1, "test")] == "MAFW_set_1_test.txt"
+
+
+# ------------------------------------------------------------------------------- a store from extract
+@pytest.mark.slow
+def test_commands_on_a_store_written_by_extract(tmp_path):
+    """Real pipeline output (mediapipe on a real face photograph) read back by show, stats and export."""
+    import subprocess
+    import sys
+
+    import cv2
+    from skimage import data
+
+    root = tmp_path / "data"
+    (root / "me").mkdir(parents=True)
+    face = cv2.resize(data.astronaut(), (192, 192))
+    writer = cv2.VideoWriter(str(root / "me" / "clip a.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (192, 192))
+    for t in range(8):
+        writer.write(cv2.cvtColor(np.roll(face, 2 * t, axis=1), cv2.COLOR_RGB2BGR))
+    writer.release()
+    (root / "empty.mp4").write_bytes(b"")
+    labels_csv = tmp_path / "labels.csv"
+    labels_csv.write_text("path,label,split\nme/clip a.mp4,happy,test\nempty.mp4,Sad,train\n")
+    store = tmp_path / "store"
+    fineprep = Path(sys.executable).parent / "fineprep"
+    done = subprocess.run([str(fineprep), "extract", "--dataset", "folder", "--root", str(root), "--out", str(store),
+                           "--labels", str(labels_csv), "--frames", "4", "--size", "64", "--workers", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    s = compute_stats(open_store(store))
+    assert s["status"] == {"corrupt": 1, "ok": 1} and s["folds"]["1"]["test_ok"] == 1
+    manifest = {r["clip_id"]: r for r in pq.read_table(store / layout.MANIFEST_FILE).to_pylist()}
+    assert s["face_found_ratio"] == pytest.approx(manifest["me/clip a"]["face_found_ratio"])
+    assert s["face_found_ratio"] > 0.5
+
+    out = tmp_path / "sheet.png"
+    r = runner.invoke(app, ["show", "--store", str(store), "--clip", "me/clip a", "--out", str(out), "--frames", "2"])
+    assert r.exit_code == 0, r.output
+    assert Image.open(out).size[0] == 2 * 200
+    r = runner.invoke(app, ["show", "--store", str(store), "--clip", "empty", "--out", str(out)])
+    assert r.exit_code == 2 and "corrupt" in r.output
+
+    summary = export_dfer_clip(open_store(store), tmp_path / "ann", frames=True)
+    assert summary["files"] == {"FOLDER_test.txt": 1} and summary["skipped"] == {"status corrupt": 1}
+    assert (tmp_path / "ann" / "FOLDER_test.txt").read_text() == "frames/me/clip_a 4 0"
+    assert len(list((tmp_path / "ann" / "frames" / "me" / "clip_a").glob("*.jpg"))) == 4

@@ -98,7 +98,7 @@ def _apply_labels(root: Path, labels_csv: Path, builder: IndexBuilder) -> None:
         clip_id = raw_path[: -len(suffix)] if suffix in VIDEO_EXTS else raw_path
         entry = by_path.get(raw_path) or builder.entries.get(clip_id)
         try:
-            label = labels.canonical_name(raw_label, "mafw") if raw_label else None
+            label = any_spelling(raw_label) if raw_label else None
             if split not in ("", "train", "test"):
                 raise ValueError(f"split {split!r} is neither train nor test")
         except (ValueError, labels.LabelError) as exc:
@@ -113,6 +113,17 @@ def _apply_labels(root: Path, labels_csv: Path, builder: IndexBuilder) -> None:
             entry.compound_label, label = label, None  # a multi-emotion label: no single class
         builder.add(entry.clip_id, entry.source_path, entry.media, label, fold=1 if split else None,
                     split=split or None, where=where)
+
+
+def any_spelling(raw: str) -> str:
+    """Canonical name of a label in any dataset's spelling, case-insensitively (`sad`, `Sad`, `SADNESS`)."""
+    text = raw.strip()
+    for candidate in (text, text.capitalize()):
+        try:
+            return labels.canonical_name(candidate, "mafw")
+        except labels.LabelError:
+            continue
+    raise labels.LabelError(f"label {raw!r} is not a DFEW, FERV39k or MAFW class name")
 
 
 def index(root: Path, source: str | None = None, labels_csv: Path | None = None) -> list[ClipEntry]:

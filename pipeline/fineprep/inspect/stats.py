@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 
-from fineschema import tables
+from fineschema import labels, tables
 
 from .store import StoreView
 
@@ -21,6 +21,9 @@ def compute_stats(store: StoreView) -> dict:
         c = classes.setdefault(r["label"] or "(unlabelled)", {"listed": 0, "ok": 0})
         c["listed"] += 1
         c["ok"] += r["status"] == tables.STATUS_OK
+    order = list(labels.LABEL_SETS.get(store.attrs.get("label_set"), ()))
+    classes = dict(sorted(classes.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order),
+                                                          kv[0])))
     folds: dict[int, dict[str, int]] = {}
     for r in rows:
         for split in ("train", "test"):
