@@ -33,10 +33,13 @@ def compute_stats(store: StoreView) -> dict:
                 f[f"{split}_ok"] += r["status"] == tables.STATUS_OK
     face_ratio, frames_stored = None, 0
     if ok:
-        found = np.asarray(store.group["face_found"][:])
-        picked = found[[int(r["store_index"]) for r in ok]]
-        frames_stored = int(picked.size)
-        face_ratio = float(picked.mean()) if picked.size else None
+        # Every stored clip has the same T frames, so the mean of per-clip ratios is the ratio over frames.
+        # The manifest already holds them; the array (one chunk per clip) is read only where one is null.
+        arr = store.group["face_found"]
+        ratios = [r["face_found_ratio"] if r["face_found_ratio"] is not None
+                  else float(np.mean(arr[int(r["store_index"])])) for r in ok]
+        frames_stored = len(ok) * int(arr.shape[1])
+        face_ratio = float(np.mean(ratios))
     size = store.arrays_bytes()
     return {
         "store": str(store.root),
