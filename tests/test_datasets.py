@@ -252,3 +252,50 @@ def test_frame_files_refuses_symlinked_frame(tmp_path):
     entry = _by_id(index_dataset("folder", root))["c"]
     with pytest.raises(OutsideRootError, match="a_3.jpg"):
         frame_files(root, entry)
+
+
+# ------------------------------------------------------------------------ datasets from `fineprep synth`
+@pytest.fixture(scope="module")
+def synth_roots(tmp_path_factory):
+    from fineprep.synth import make_dataset
+
+    base = tmp_path_factory.mktemp("synth")
+    return {d: make_dataset(d, base / d, clips_per_class=1, seed=0, size=64, frames_range=(3, 4))
+            for d in ("dfew", "ferv39k", "mafw")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["dfew", "ferv39k", "mafw"])
+def test_synth_datasets_index_as_planned(synth_roots, dataset):
+    """The writer of the official layouts and the readers agree on every clip, label, fold and caption."""
+    from fineprep.synth import read_provenance
+
+    root = synth_roots[dataset]
+    truth = {c["clip"]: c for c in read_provenance(root)["clips"]}
+    entries = _by_id(index_dataset(dataset, root))
+    assert set(entries) == set(truth)
+    for cid, e in entries.items():
+        t = truth[cid]
+        assert (e.status, e.error, e.label) == (tables.STATUS_PENDING, None, t["label"])
+        if dataset == "ferv39k":
+            assert (e.train_folds, e.test_folds) == (([1], []) if t["split"] == "train" else ([], [1]))
+        else:
+            assert e.test_folds == [t["test_fold"]]
+            assert e.train_folds == [k for k in range(1, 6) if k != t["test_fold"]]
+        if e.media == "frames":
+            assert len(frame_files(root, e)) == t["frames"]
+    if dataset == "dfew":
+        for source, count in (("clip_224x224_16f", 16), ("original", None)):
+            for e in index_dataset("dfew", root, source=source):
+                assert e.status == tables.STATUS_PENDING
+                if count:
+                    assert len(frame_files(root, e)) == count
+    if dataset == "mafw":
+        from openpyxl import load_workbook
+
+        sheet = load_workbook(root / "Labels" / "descriptive_text.xlsx").active
+        captions = {str(r[0]).removesuffix(".mp4"): (r[1], r[2]) for r in sheet.iter_rows(values_only=True)}
+        for cid, e in entries.items():
+            assert e.compound_label == truth[cid]["compound_label"]
+            assert (e.caption_zh, e.caption_en) == captions.get(cid, (None, None))
+            assert (e.caption_en is None) == (e.label == "neutral")
