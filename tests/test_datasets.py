@@ -110,6 +110,11 @@ def test_dfew_unpadded_folders_on_disk_and_original_source(tmp_path):
     os.rename(root / "Clip/clip_224x224/00003", root / "Clip/clip_224x224/3")
     entries = _by_id(index_dataset("dfew", root))
     assert entries["00003"].source_path == "Clip/clip_224x224/3" and entries["00003"].status == "pending"
+    outside = tmp_path / "elsewhere"
+    _frames(outside)
+    (root / "Clip/clip_224x224/00006").symlink_to(outside)  # the listed-but-absent clip, now a link out
+    linked = _by_id(index_dataset("dfew", root))["00006"]
+    assert linked.status == tables.STATUS_OUTSIDE_ROOT and "not followed" in linked.error
     videos = _by_id(index_dataset("dfew", root, source="original"))
     assert videos["00001"].media == "video" and videos["00001"].source_path == "Clip/original/00001.mp4"
     with pytest.raises(DatasetLayoutError, match="unknown DFEW source"):

@@ -218,7 +218,7 @@ def locate(entry: ClipEntry, root: Path, candidates: list[str], annotated: str |
         if exists:
             entry.source_path = rel
             return
-    if escapes and len(escapes) == len(candidates):
+    if escapes:  # a candidate exists only through a path that leaves the root: refused, not missing
         entry.status = tables.STATUS_OUTSIDE_ROOT
         note_error(entry, escapes[0] + "; not followed")
         entry.source_path = None
