@@ -72,12 +72,12 @@ def test_registry():
 
 
 # ---------------------------------------------------------------------------------------------- DFEW
-def _dfew(root: Path, *, spelling="single-labeled", crlf=False, bom=False) -> Path:
+def _dfew(root: Path, *, spelling="single-labeled", crlf=False, bom=False, unpadded_folds=2) -> Path:
     """Five folds over clips 1..6; fold k tests clip k (clip 6 always trains); ids unpadded in folds 1-2."""
     for fold in range(1, 6):
         train, test = ["video_name,label"], ["video_name,label"]
         for clip in range(1, 7):
-            cid = str(clip) if fold <= 2 else f"{clip:05d}"
+            cid = str(clip) if fold <= unpadded_folds else f"{clip:05d}"
             label = (clip % 7) + 1
             (test if clip == fold else train).append(f"{cid},{label}")
         nl = "\r\n" if crlf else "\n"
@@ -110,6 +110,9 @@ def test_dfew_unpadded_folders_on_disk_and_original_source(tmp_path):
     os.rename(root / "Clip/clip_224x224/00003", root / "Clip/clip_224x224/3")
     entries = _by_id(index_dataset("dfew", root))
     assert entries["00003"].source_path == "Clip/clip_224x224/3" and entries["00003"].status == "pending"
+    padded = _dfew(tmp_path / "padded", unpadded_folds=0)
+    os.rename(padded / "Clip/clip_224x224/00004", padded / "Clip/clip_224x224/4")
+    assert _by_id(index_dataset("dfew", padded))["00004"].source_path == "Clip/clip_224x224/4"
     outside = tmp_path / "elsewhere"
     _frames(outside)
     (root / "Clip/clip_224x224/00006").symlink_to(outside)  # the listed-but-absent clip, now a link out

@@ -38,7 +38,7 @@ def _split_file(root: Path, split: str, fold: int) -> Path | None:
 
 
 def _candidates(source: str, clip_id: str, raw_id: str) -> list[str]:
-    ids = [clip_id] + ([raw_id] if raw_id != clip_id else [])
+    ids = list(dict.fromkeys([clip_id, raw_id, str(int(clip_id))]))  # padded first, then as spelled, unpadded
     if source == "original":
         return [f"Clip/original/{i}{ext}" for ext in VIDEO_EXTS for i in ids]
     return [f"Clip/{source}/{i}" for i in ids]
@@ -72,6 +72,7 @@ def index(root: Path, source: str | None = None) -> list:
         raise DatasetLayoutError(f"unknown DFEW source {source!r}; choose one of {', '.join(SOURCES)}")
     media = "video" if source == "original" else "frames"
     builder = IndexBuilder("dfew", root)
+    raw_ids: dict[str, str] = {}  # the id as the CSV spells it, tried on disk after the padded one
     found = 0
     for fold in FOLDS:
         for split in ("train", "test"):
@@ -90,9 +91,8 @@ def index(root: Path, source: str | None = None) -> list:
                     stem = line.split(",")[0].strip().strip('"')
                     builder.bad(stem.zfill(5) if stem.isdigit() else None, where, str(exc))
                     continue
-                entry = builder.add(clip_id, None, media, label, fold=fold, split=split, where=where)
-                if entry.source_path is None:
-                    entry.source_path = raw_id  # remembered until the media check below
+                builder.add(clip_id, None, media, label, fold=fold, split=split, where=where)
+                raw_ids.setdefault(clip_id, raw_id)
     if found == 0:
         raise DatasetLayoutError(
             f"no DFEW split files under {root}/{SPLIT_DIR}; expected train(single-labeled)/set_1.csv .. "
@@ -100,7 +100,6 @@ def index(root: Path, source: str | None = None) -> list:
         )
 
     def check(entry):
-        raw_id = entry.source_path or entry.clip_id
-        locate(entry, root, _candidates(source, entry.clip_id, raw_id))
+        locate(entry, root, _candidates(source, entry.clip_id, raw_ids.get(entry.clip_id, entry.clip_id)))
 
     return builder.finish(check)
