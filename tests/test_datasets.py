@@ -212,12 +212,13 @@ def test_mafw_frames_source_and_bad_lines(tmp_path):
     root = _mafw(tmp_path / "mafw")
     _frames(root / "data/frames/03747")
     with open(root / "Train & Test Set/single/no_caption/set_1/train.txt", "a") as f:
-        f.write("09999.mp4 anger_disgust\r\n../../x.mp4 anger\r\n")
+        f.write("09999.mp4 anger_disgust\r\n../../x.mp4 anger\r\n.mp4 anger\r\n")
     entries = _by_id(index_dataset("mafw", root, source="frames:data/frames"))
     assert entries["03747"].media == "frames" and entries["03747"].source_path == "data/frames/03747"
     assert entries["00025"].status == tables.STATUS_MISSING
     assert entries["09999"].status == tables.STATUS_BAD_ANNOTATION and "set_1/train.txt" in entries["09999"].error
     assert entries["../../x"].status == tables.STATUS_OUTSIDE_ROOT
+    assert entries["Train & Test Set/single/no_caption/set_1/train.txt:6"].status == tables.STATUS_BAD_ANNOTATION
     with pytest.raises(DatasetLayoutError, match="climbs"):
         index_dataset("mafw", root, source="frames:../elsewhere")
 

@@ -111,8 +111,9 @@ def index(root: Path, source: str | None = None) -> list:
                 try:
                     clip_id, label = _parse_plain(line, labels.MAFW11)
                 except (ValueError, labels.LabelError) as exc:
-                    first = line.split()[0] if line.split() else ""
-                    builder.bad(_clip_id(first) if len(line.split()) == 2 else None, where, str(exc))
+                    fields = line.split()
+                    stem = fields[0].removesuffix(".mp4") if len(fields) == 2 else ""
+                    builder.bad(stem or None, where, str(exc))
                     continue
                 builder.add(clip_id, None, media, label, fold=fold, split=split, where=where)
     if found == 0:
