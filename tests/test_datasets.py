@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fineprep.datasets import (
     LABEL_SET,
@@ -308,3 +310,26 @@ def test_synth_datasets_index_as_planned(synth_roots, dataset):
             assert e.compound_label == truth[cid]["compound_label"]
             assert (e.caption_zh, e.caption_en) == captions.get(cid, (None, None))
             assert (e.caption_en is None) == (e.label == "neutral")
+
+
+# ------------------------------------------------------------------------------------------ fuzzing
+_LINES = st.lists(st.text(alphabet=st.sampled_from(list("0123456789 ,./\\\t\r_-aAnger.mp4Sad") + ["é", "生"]),
+                          max_size=24), max_size=6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=_LINES)
+def test_any_split_text_gives_rows_never_a_crash(tmp_path_factory, lines):
+    """Whatever a split file holds, every reader returns rows with known statuses and unique ids."""
+    base = tmp_path_factory.mktemp("fuzz")
+    body = "\n".join(lines)
+    _write(base / "dfew/EmoLabel_DataSplit/train(single-labeled)/set_1.csv", body)
+    _write(base / "ferv/4_setups/All_scenes/train_All.csv", body)
+    _write(base / "mafw/Train & Test Set/single/no_caption/set_1/train.txt", body.encode("utf-8"))
+    _write(base / "mafw/Train & Test Set/single/with_caption/set_1/train.txt", body.replace(" ", "\t") + "\n\ta\tb\n")
+    for dataset, root in (("dfew", "dfew"), ("ferv39k", "ferv"), ("mafw", "mafw")):
+        entries = _by_id(index_dataset(dataset, base / root))
+        for e in entries.values():
+            assert e.status in (tables.STATUS_PENDING, tables.STATUS_MISSING, tables.STATUS_BAD_ANNOTATION,
+                                tables.STATUS_OUTSIDE_ROOT)
+            assert e.status == tables.STATUS_PENDING or e.error

@@ -82,9 +82,9 @@ def _captions(split_dir: Path, builder: IndexBuilder) -> dict[str, tuple[str | N
             for path in natural_sorted(folder.glob("*.txt"), key=lambda p: p.name):
                 for number, line in read_lines(path, encodings=("utf-8", "gbk")):
                     fields = [f.strip() for f in line.split("\t")]
-                    if len(fields) < 3:
-                        log.warning("MAFW caption line %s does not parse (%d tab-separated fields)",
-                                    builder.where(path, number), len(fields))
+                    if len(fields) < 3 or not fields[0].removesuffix(".mp4"):
+                        log.warning("MAFW caption line %s does not parse (want clip<TAB>label<TAB>zh<TAB>en)",
+                                    builder.where(path, number))
                         continue
                     clip_id = _clip_id(fields[0])
                     zh = fields[2] or None
