@@ -82,7 +82,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         Bump(CORNERS, up=0.12, out=0.08, sigma=0.14), Bump(CHEEKS, up=0.04, sigma=0.15), Lids(lower_up=0.025),
     ), 1.0, "lip corners pulled up and out, cheeks raised"),
     Recipe("surprise", (
-        Jaw(0.35), Bump(CORNERS, out=-0.04, sigma=0.12), Brows(inner_up=0.14, outer_up=0.14), Lids(upper_up=0.06),
+        Jaw(0.40), Bump(CORNERS, out=-0.04, sigma=0.12), Brows(inner_up=0.14, outer_up=0.14), Lids(upper_up=0.06),
     ), 1.25, "jaw dropped, brows raised, upper lids raised"),
     Recipe("sadness", (
         Bump(CORNERS, up=-0.11, out=-0.02, sigma=0.12), Bump(LOWER_LIP_LOW, up=0.05, sigma=0.10, lip_side="lower"),

@@ -19,6 +19,7 @@ import numpy as np
 
 LANDMARKER_ENV = "FINEPREP_LANDMARKER"
 LFW_FACES = 100  # lfw_subset(): the first 100 images are faces, the last 100 are not
+MAX_JAW_OPEN, MAX_SMILE = 0.25, 0.5  # LFW sources must start with a roughly closed, unsmiling mouth
 
 
 class NoFaceError(RuntimeError):
@@ -118,7 +119,10 @@ def _measure(landmarker, name: str, size: int) -> Identity | None:
     found = detect(landmarker, rgb)
     if found is None:
         return None
-    pts, _ = found
+    pts, scores = found
+    smile = (scores.get("mouthSmileLeft", 0.0) + scores.get("mouthSmileRight", 0.0)) / 2
+    if name != "astronaut" and (scores.get("jawOpen", 0.0) > MAX_JAW_OPEN or smile > MAX_SMILE):
+        return None  # an open or smiling mouth in the source leaks into every class rendered from it
     return Identity(name=name, image=rgb, mesh=pts[:468].copy(), grey=name != "astronaut",
                     neutralise=name == "astronaut")
 
@@ -132,7 +136,7 @@ def identities(count: int, size: int) -> list[Identity]:
             key = (name, size)
             if key not in _CACHE:
                 if landmarker is None:
-                    landmarker = open_landmarker()
+                    landmarker = open_landmarker(blendshapes=True)
                 _CACHE[key] = _measure(landmarker, name, size)
             if _CACHE[key] is not None:
                 out.append(_CACHE[key])

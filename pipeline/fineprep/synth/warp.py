@@ -65,19 +65,21 @@ class PiecewiseAffineWarp:
                 found[miss] = tri.find_simplex(np.clip(pts[miss], [0, 0], [self.width - 1, self.height - 1]))
                 found[found < 0] = 0
             label[bad] = found
-        a = aff[label].astype(np.float32)  # (H, W, 3, 2)
-        map_x = self._x * a[..., 0, 0] + self._y * a[..., 1, 0] + a[..., 2, 0]
-        map_y = self._x * a[..., 0, 1] + self._y * a[..., 1, 1] + a[..., 2, 1]
-        return map_x, map_y
+        lab = label.ravel()
+        x, y = self._x.ravel(), self._y.ravel()
+        aff32 = aff.astype(np.float32)
+        map_x = x * aff32[:, 0, 0][lab] + y * aff32[:, 1, 0][lab] + aff32[:, 2, 0][lab]
+        map_y = x * aff32[:, 0, 1][lab] + y * aff32[:, 1, 1][lab] + aff32[:, 2, 1][lab]
+        return map_x.reshape(label.shape), map_y.reshape(label.shape)
 
     def _barycentric_min(self, tri: Delaunay, label: np.ndarray) -> np.ndarray:
-        lab = np.maximum(label, 0)
-        t = tri.transform[lab]  # (H, W, 3, 2): inverse matrix rows and the offset vector
-        px = self._x - t[..., 2, 0]
-        py = self._y - t[..., 2, 1]
-        b0 = t[..., 0, 0] * px + t[..., 0, 1] * py
-        b1 = t[..., 1, 0] * px + t[..., 1, 1] * py
-        return np.minimum(np.minimum(b0, b1), 1.0 - b0 - b1)
+        lab = np.maximum(label, 0).ravel()
+        t = tri.transform.astype(np.float32)  # (m, 3, 2): inverse matrix rows and the offset vector
+        px = self._x.ravel() - t[:, 2, 0][lab]
+        py = self._y.ravel() - t[:, 2, 1][lab]
+        b0 = t[:, 0, 0][lab] * px + t[:, 0, 1][lab] * py
+        b1 = t[:, 1, 0][lab] * px + t[:, 1, 1][lab] * py
+        return np.minimum(np.minimum(b0, b1), 1.0 - b0 - b1).reshape(label.shape)
 
     def warp(self, image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """The image as it looks when each `src` point has moved to its `dst` position."""
