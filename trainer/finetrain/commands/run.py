@@ -1,7 +1,52 @@
-"""Placeholder: this sub-command registers nothing yet."""
+"""`finetrain run`: train FineCLIPER on one fold of a store, pick the checkpoint on validation, test it."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    @app.command("run")
+    def run(
+        store: Path = typer.Option(..., "--store", help="A store written by `fineprep extract`."),
+        out: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, metrics, test scores."),
+        config: str = typer.Option(None, "--config", help="A preset name (default, tiny) or a YAML file."),
+        overrides: list[str] = typer.Argument(None, help="section.key=value settings, e.g. optim.lr=5e-4."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+        fold: int = typer.Option(None, "--fold", help="Fold to train and test (default: run.fold of the config)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Train on the fold's training clips, select on a validation split carved from them, report the test fold."""
+        import sys
+
+        import yaml
+        from rich.console import Console
+
+        from fineschema import StoreError
+
+        from ..backbone import BackboneError
+        from ..checkpoint import CheckpointError
+        from ..config import ConfigError, apply, load_config, parse_override, validate
+        from ..engine import CONFIG_FILE, train
+        from ..split import SplitError
+
+        err = Console(stderr=True)
+        extra = list(overrides or []) + ([f"run.fold={fold}"] if fold is not None else [])
+        try:
+            if resume and (out / CONFIG_FILE).is_file():
+                if config is not None:
+                    err.print(f"note: --resume uses {out / CONFIG_FILE}; --config {config} is ignored")
+                cfg = load_config("default")
+                data = yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8"))
+                apply(cfg, data, str(out / CONFIG_FILE))
+                for text in extra:
+                    apply(cfg, parse_override(text), f"override {text!r}")
+                validate(cfg)
+            else:
+                cfg = load_config(config, extra)
+            train(cfg, store, out, resume=resume, progress=not quiet)
+        except (ConfigError, StoreError, SplitError, BackboneError, CheckpointError, ValueError) as exc:
+            err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)

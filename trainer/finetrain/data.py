@@ -1,0 +1,266 @@
+"""Reading a fineprep store for training: the clip table, descriptions, and a torch Dataset.
+
+`StoreInfo.open` validates the store against the contract (`fineschema.check_store`) and reads the
+manifest once. `StoreDataset` opens the Zarr arrays lazily in each DataLoader worker (a Zarr handle
+is never pickled), applies one random crop, flip and colour jitter to a clip's frames, parsing map
+and landmarks alike, renders the parsing overlay and landmark dots, and normalises with CLIP's
+mean and std. Augmentation randomness comes from (seed, epoch, clip), never from global state, so
+results do not depend on the number of workers or processes and a resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from fineschema import check_store, layout, tables
+from fineschema.labels import LABEL_SETS
+
+from .render import landmark_dots, parsing_overlay
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+VISUAL_STREAMS = ("frames", "parsing", "landmarks")
+
+
+@dataclass
+class StoreInfo:
+    """What the trainer needs from a store: its attributes and the usable (ok, labelled) clips."""
+
+    root: Path
+    attrs: dict
+    labels: tuple[str, ...]
+    clip_ids: list[str]
+    store_index: np.ndarray
+    label_index: np.ndarray
+    train_folds: list[list[int]]
+    test_folds: list[list[int]]
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        return int(self.attrs["frames"])
+
+    @property
+    def size(self) -> int:
+        return int(self.attrs["size"])
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    @classmethod
+    def open(cls, root: str | Path) -> StoreInfo:
+        import zarr
+
+        root = Path(root)
+        check_store(root)
+        attrs = dict(zarr.open_group(str(root / layout.ARRAYS_DIR), mode="r").attrs)
+        labels = LABEL_SETS[attrs["label_set"]]
+        table = pq.read_table(root / layout.MANIFEST_FILE,
+                              columns=["clip_id", "label", "train_folds", "test_folds", "store_index", "status"])
+        keep = pc.and_(pc.equal(table["status"], tables.STATUS_OK), pc.is_valid(table["label"]))
+        rows = table.filter(keep).to_pydict()
+        position = {name: i for i, name in enumerate(labels)}
+        unknown = sorted({lab for lab in rows["label"] if lab not in position})
+        if unknown:
+            raise ValueError(
+                f"store {root}: labels {unknown} are not in its label set {attrs['label_set']!r} ({', '.join(labels)})"
+            )
+        return cls(
+            root=root,
+            attrs=attrs,
+            labels=tuple(labels),
+            clip_ids=list(rows["clip_id"]),
+            store_index=np.asarray(rows["store_index"], dtype=np.int64),
+            label_index=np.asarray([position[lab] for lab in rows["label"]], dtype=np.int64),
+            train_folds=[list(f or []) for f in rows["train_folds"]],
+            test_folds=[list(f or []) for f in rows["test_folds"]],
+            descriptions=read_descriptions(root),
+        )
+
+
+def read_descriptions(root: str | Path) -> dict[str, str]:
+    """clip id -> refined description, from `descriptions/part-*.parquet` (ok rows; newest wins)."""
+    folder = Path(root) / layout.DESCRIPTIONS_DIR
+    out: dict[str, tuple] = {}
+    if not folder.is_dir():
+        return {}
+    for part in sorted(folder.glob("*.parquet")):
+        rows = pq.read_table(part, columns=["clip_id", "refined_text", "status", "created_at"]).to_pylist()
+        for row in rows:
+            text = (row["refined_text"] or "").strip()
+            if row["status"] != tables.STATUS_OK or not text:
+                continue
+            stamp = row["created_at"].timestamp() if row["created_at"] is not None else 0.0
+            if row["clip_id"] not in out or stamp >= out[row["clip_id"]][0]:
+                out[row["clip_id"]] = (stamp, text)
+    return {k: v[1] for k, v in out.items()}
+
+
+def frame_positions(total: int, wanted: int, rng: np.random.Generator | None) -> np.ndarray:
+    """`wanted` of `total` stored frames: one per equal segment, random in training, centred otherwise."""
+    if wanted >= total:
+        return np.arange(total)
+    edges = np.linspace(0, total, wanted + 1)
+    if rng is None:
+        return ((edges[:-1] + edges[1:]) / 2).astype(np.int64).clip(0, total - 1)
+    return np.floor(edges[:-1] + rng.random(wanted) * (edges[1:] - edges[:-1])).astype(np.int64).clip(0, total - 1)
+
+
+class StoreDataset(torch.utils.data.Dataset):
+    """Clips of a store as model inputs; `rows` index the StoreInfo clip table."""
+
+    def __init__(self, info: StoreInfo, rows, image_size: int, frames: int | None = None, train: bool = False,
+                 data_cfg=None, streams=VISUAL_STREAMS + ("blendshapes",), tokenizer=None, seed: int = 0):
+        from .config import DataConfig
+
+        self.info = info
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.image_size = int(image_size)
+        self.frames = min(int(frames or info.frames), info.frames)
+        self.train = train
+        self.cfg = data_cfg or DataConfig()
+        self.streams = tuple(streams)
+        self.tokenizer = tokenizer if "description" in self.streams else None
+        self.seed = seed
+        self.epoch = 0
+        self._group = None
+        self._mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        self._std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_group"] = None  # each worker opens its own handle
+        return state
+
+    def _arrays(self):
+        if self._group is None:
+            import zarr
+
+            group = zarr.open_group(str(self.info.root / layout.ARRAYS_DIR), mode="r")
+            self._group = {spec.name: group[spec.name] for spec in layout.ARRAYS}
+        return self._group
+
+    def labels(self) -> np.ndarray:
+        return self.info.label_index[self.rows]
+
+    def __getitem__(self, i: int) -> dict:
+        row = int(self.rows[i])
+        si = int(self.info.store_index[row])
+        rng = np.random.default_rng([self.seed, self.epoch, row]) if self.train else None
+        g = self._arrays()
+        pick = frame_positions(self.info.frames, self.frames, rng)
+        need_pixels = any(s in self.streams for s in VISUAL_STREAMS)
+        item = {"label": int(self.info.label_index[row]), "row": row}
+        if need_pixels:
+            frames = torch.from_numpy(np.ascontiguousarray(g["frames"][si][pick]))  # (T,S,S,3) uint8
+            s = frames.shape[1]
+            x0, y0, side, flip = self._crop(s, rng)
+            frames = frames[:, y0:y0 + side, x0:x0 + side].permute(0, 3, 1, 2).float().div_(255)
+            frames = F.interpolate(frames, size=(self.image_size,) * 2, mode="bilinear", align_corners=False,
+                                   antialias=side > self.image_size)
+            if flip:
+                frames = frames.flip(-1)
+            if rng is not None and self.cfg.jitter > 0:
+                frames = _jitter(frames, rng, self.cfg.jitter)
+            out = {}
+            if "frames" in self.streams:
+                out["frames"] = frames
+            if "parsing" in self.streams:
+                parsing = torch.from_numpy(np.ascontiguousarray(g["parsing"][si][pick]))[:, y0:y0 + side, x0:x0 + side]
+                parsing = F.interpolate(parsing.unsqueeze(1).float(), size=(self.image_size,) * 2,
+                                        mode="nearest").squeeze(1)
+                if flip:
+                    parsing = parsing.flip(-1)
+                out["parsing"] = parsing_overlay(frames, parsing, self.cfg.overlay_alpha)
+            if "landmarks" in self.streams:
+                pts = torch.from_numpy(np.asarray(g["landmarks"][si][pick][..., :2], dtype=np.float32))
+                pts = (pts * s - torch.tensor([x0, y0], dtype=torch.float32)) / side
+                if flip:
+                    pts[..., 0] = 1.0 - pts[..., 0]
+                valid = torch.from_numpy(np.asarray(g["face_found"][si][pick], dtype=bool))
+                out["landmarks"] = landmark_dots(frames, pts, valid, self.cfg.landmark_radius)
+            for key, value in out.items():
+                item[key] = (value - self._mean) / self._std
+        if "blendshapes" in self.streams:
+            item["blendshapes"] = torch.from_numpy(np.asarray(g["blendshapes"][si][pick], dtype=np.float32))
+        if self.tokenizer is not None:
+            text = self.info.descriptions.get(self.info.clip_ids[row], "")
+            words = text.split()[: self.cfg.description_words]
+            item["description"] = self.tokenizer([" ".join(words)])[0]
+            item["has_description"] = bool(words)
+        return item
+
+    def _crop(self, s: int, rng):
+        if rng is None:
+            return 0, 0, s, False
+        lo, hi = self.cfg.crop_scale
+        side = int(round(s * float(np.sqrt(rng.uniform(lo, hi)))))
+        side = min(max(side, 1), s)
+        x0 = int(rng.integers(0, s - side + 1))
+        y0 = int(rng.integers(0, s - side + 1))
+        flip = bool(self.cfg.flip and rng.random() < 0.5)
+        return x0, y0, side, flip
+
+
+def _jitter(frames: torch.Tensor, rng: np.random.Generator, strength: float) -> torch.Tensor:
+    """Brightness, contrast and saturation factors drawn once per clip, in [1 - s, 1 + s]."""
+    b, c, s = rng.uniform(1 - strength, 1 + strength, size=3)
+    frames = frames * float(b)
+    mean = frames.mean(dim=(1, 2, 3), keepdim=True)
+    frames = (frames - mean) * float(c) + mean
+    grey = (0.299 * frames[:, 0:1] + 0.587 * frames[:, 1:2] + 0.114 * frames[:, 2:3])
+    frames = (frames - grey) * float(s) + grey
+    return frames.clamp_(0, 1)
+
+
+class ShardedBatchSampler(torch.utils.data.Sampler):
+    """Batches of one global, seeded order, cut into per-process slices.
+
+    Step k of the global order is `order[k*B*W : (k+1)*B*W]`; process r takes its r-th slice of B.
+    So W processes at batch B see exactly the samples one process at batch B*W sees, which is what
+    makes a DDP run comparable with a single-process run. `start` skips batches already consumed
+    (exact resume in the middle of an epoch).
+    """
+
+    def __init__(self, n: int, batch_size: int, world: int = 1, rank: int = 0, seed: int = 0,
+                 shuffle: bool = True, drop_last: bool = True):
+        self.n, self.batch_size, self.world, self.rank = n, batch_size, world, rank
+        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _global(self) -> int:
+        return self.batch_size * self.world
+
+    def __len__(self) -> int:
+        g = self._global()
+        full = self.n // g
+        if self.drop_last and full > 0:
+            return full
+        return -(-self.n // g)
+
+    def __iter__(self):
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle
+                 else np.arange(self.n))
+        g = self._global()
+        for k in range(self.start, len(self)):
+            chunk = order[k * g:(k + 1) * g]
+            mine = chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            if len(mine):
+                yield mine.tolist()
