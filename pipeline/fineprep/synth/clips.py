@@ -1,7 +1,7 @@
 """Render one expression clip from one face: expression warp, mouth cavity, head motion, light drift.
 
-The expression intensity follows an eased onset-to-apex curve and holds at the apex, so the last
-frame always shows the full expression. Backward maps are computed exactly at a few intensity
+The expression intensity follows an eased onset-to-apex curve, then relaxes slightly (to 0.85 by
+the last frame), so the apex frame is the one peak and the last frame still shows a strong expression. Backward maps are computed exactly at a few intensity
 levels and interpolated linearly in between (the map is smooth in the intensity, the error is far
 below a pixel), which makes a frame cost a remap instead of a triangulation.
 """
@@ -29,6 +29,7 @@ from .warp import PiecewiseAffineWarp, border_points
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
              152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 CROP = 224
+RELAX = 0.15  # how far the expression eases back from the apex by the last frame
 LEVELS = 7  # exact map computations per clip; frames in between interpolate
 CAVITY_TOP = np.array([30, 10, 12], np.float32)
 CAVITY_BOTTOM = np.array([95, 38, 40], np.float32)
@@ -134,8 +135,12 @@ def render_clip(identity: Identity, label: str, rng: np.random.Generator, frames
     k = float(rec.intensity * rng.uniform(0.9, 1.1))
     onset = int(round(rng.uniform(0.05, 0.3) * (n - 1)))
     apex = int(round(rng.uniform(0.65, 0.95) * (n - 1)))
-    apex = max(apex, onset + 2)
-    t = _ease((np.arange(n) - onset) / max(apex - onset, 1))
+    onset = max(0, min(onset, n - 3))
+    apex = min(max(apex, onset + 2), n - 1)
+    frames_idx = np.arange(n)
+    t = _ease((frames_idx - onset) / max(apex - onset, 1))
+    # After the apex the expression relaxes a little (to 0.85), so the apex is the one peak frame.
+    t = np.where(frames_idx > apex, 1.0 - RELAX * _ease((frames_idx - apex) / max(n - 1 - apex, 1)), t)
     if rec.name == "neutral":
         t = np.zeros(n)
 
