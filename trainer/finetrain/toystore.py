@@ -37,7 +37,7 @@ def write_toy_store(root: str | Path, clips_per_class: int = 6, frames: int = 4,
     arrays = {spec.name: group.create_array(spec.name, shape=spec.concrete_shape(n, frames, size),
                                             chunks=spec.chunk_shape(frames, size), dtype=spec.dtype)
               for spec in layout.ARRAYS}
-    patch = max(4, size // 3)
+    patch = max(4, size // 2)
     for i in range(n):
         c = int(cls[i])
         img = rng.integers(40, 120, size=(frames, size, size, 3)).astype(np.uint8)
