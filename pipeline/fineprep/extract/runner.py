@@ -76,21 +76,15 @@ def start_client(workers: int | None, scheduler: str | None, console: Console):
 
     if scheduler:
         client = Client(scheduler, timeout="30s")
-        cluster, dashboard = None, None
+        cluster = None
     else:
         n = workers or max(1, len(os.sched_getaffinity(0)))
-        try:
-            import bokeh  # noqa: F401
-            dashboard = ":0"
-        except ImportError:
-            dashboard = None
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=dashboard,
+        # ":0": any free port, so two extracts on one machine never fight over 8787.
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                memory_limit="3GiB", silence_logs=40)
         client = Client(cluster)
     nworkers = len(client.scheduler_info().get("workers", {}))
-    link = client.dashboard_link if (scheduler or dashboard) else None
-    console.print(f"dask: {nworkers} worker(s) at {client.scheduler.address}; "
-                  + (f"dashboard {link}" if link else "dashboard off (install bokeh to get one)"))
+    console.print(f"dask: {nworkers} worker(s) at {client.scheduler.address}; dashboard {client.dashboard_link}")
     return client, cluster
 
 
