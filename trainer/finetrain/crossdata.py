@@ -1,4 +1,4 @@
-"""Evaluating a model on another dataset's store: classes are matched by canonical name.
+"""Evaluating a run on a store, its own or another dataset's: classes are matched by canonical name.
 
 A model trained on MAFW (11 classes) scores DFEW or FERV39k clips over the 7 classes they share;
 a DFEW model scores only the MAFW clips whose label is one of its 7 classes. In both directions the
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -105,3 +106,85 @@ def class_map(source: Sequence[str], target: Sequence[str]) -> ClassMap:
 def dataset_map(source_set: str, target_set: str) -> ClassMap:
     """`class_map` between two named label sets, e.g. `dataset_map("mafw", "dfew")`."""
     return class_map(L.label_set(source_set), L.label_set(target_set))
+
+
+# ------------------------------------------------------------------------------ evaluating a run
+def model_runs(run: str | Path, fold: int | None = None) -> list[tuple[int | None, Path]]:
+    """(training fold, folder) of each model in a run: the run itself, or its `fold<K>/` sub-runs."""
+    run = Path(run)
+    if (run / "checkpoints" / "best").is_dir():
+        found = [(_run_fold(run), run)]
+    else:
+        found = [(_run_fold(d), d) for d in sorted(run.glob("fold*")) if (d / "checkpoints" / "best").is_dir()]
+    if not found:
+        raise FileNotFoundError(f"{run}: no trained model (checkpoints/best) here or in fold*/ sub-runs")
+    if fold is not None:
+        found = [(k, d) for k, d in found if k == fold]
+        if not found:
+            raise ValueError(f"{run}: no model trained on fold {fold}")
+    return found
+
+
+def _run_fold(folder: Path) -> int | None:
+    from .checkpoint import read_meta
+
+    return read_meta(folder / "checkpoints" / "best")["config"]["run"]["fold"]
+
+
+def evaluate_run(run: str | Path, store: str | Path, out: str | Path | None = None, fold: int | None = None,
+                 clips: str = "auto", device: str = "cpu", console=None) -> dict:
+    """Evaluate every model of a run on a store; write per-clip predictions and the fold table.
+
+    `clips`: `test` scores each fold-K model on the store's test clips of fold K; `all` on every labelled
+    clip; `auto` is `test` when the store has the model's fold and `all` otherwise (e.g. FERV39k's single
+    split for a DFEW fold-3 model). Supervised models score the classes both datasets share (`ClassMap`);
+    zero-shot models are rebuilt with the store's own classes, since their classifier is the descriptors.
+    """
+    import numpy as np
+    import torch
+    from rich.console import Console
+
+    from . import engine
+    from .data import StoreInfo
+    from .folds import build_table, collect, read_run_info, store_folds, to_markdown, write_table
+    from .predict import load_model, model_frames, run_labels
+    from .predictions import PREDICTIONS_FILE, write_predictions
+
+    if clips not in ("auto", "test", "all"):
+        raise ValueError(f"--clips must be auto, test or all; got {clips!r}")
+    console = console or Console(stderr=True)
+    info = StoreInfo.open(store)
+    models = model_runs(run, fold)
+    out = Path(out) if out is not None else Path(run) / "eval" / Path(store).resolve().name
+    in_store = store_folds(info)
+    for k, folder in models:
+        zero_shot = read_run_info(folder).get("mode") == "zero-shot"
+        trained = run_labels(folder)
+        cmap = class_map(info.labels, info.labels) if zero_shot else class_map(trained, info.labels)
+        use_test = clips == "test" or (clips == "auto" and k in in_store)
+        if use_test and k not in in_store:
+            raise ValueError(f"store {store} has no fold {k} to test the fold-{k} model on; use --clips all")
+        rows = np.asarray([i for i in range(len(info)) if (not use_test or k in info.test_folds[i])
+                           and info.labels[info.label_index[i]] in cmap.shared], dtype=np.int64)
+        if len(rows) == 0:
+            raise ValueError(f"store {store}: no clips of the classes {', '.join(cmap.shared)} to evaluate")
+        model, cfg = load_model(folder, labels=cmap.source, device=device)
+        cfg.data.frames = min(model_frames(folder / "checkpoints" / "best"), info.frames)
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        loader = engine.make_loader(info, rows, model, cfg, train=False)
+        res = engine.evaluate(model, loader, torch.device(device))
+        probs = torch.softmax(torch.from_numpy(res["logits"]), dim=1).numpy()
+        preds = Predictions.from_probs(cmap.source, [info.clip_ids[r] for r in res["rows"]], probs,
+                                       [info.labels[i] for i in res["labels"]], k)
+        mapped = cmap.apply(preds)
+        target = out / (f"fold{k}" if len(models) > 1 else "") / PREDICTIONS_FILE
+        write_predictions(target, mapped)
+        s = mapped.scores()
+        console.print(f"{folder.name} (fold {k}, {'zero-shot' if zero_shot else 'supervised'}) on "
+                      f"{Path(store).name}: {len(mapped)} {'test' if use_test else 'labelled'} clips, "
+                      f"{cmap.describe()}: UAR {s.uar:.4f} WAR {s.war:.4f}")
+    table = build_table(collect([out]), info.attrs.get("dataset") if clips != "all" and len(models) > 1 else None)
+    js, md = write_table(out, table)
+    table["paths"] = {"json": str(js), "markdown": str(md), "markdown_text": to_markdown(table)}
+    return table

@@ -19,6 +19,7 @@ from .predictions import PREDICTIONS_FILE, Predictions, read_predictions
 
 FOLD_TABLE_JSON = "fold_table.json"
 FOLD_TABLE_MD = "fold_table.md"
+RUN_INFO = "run.json"
 FOLDS_PER_DATASET = {"dfew": 5, "mafw": 5, "mafw-compound": 5, "ferv39k": 1}
 
 
@@ -154,16 +155,99 @@ def read_table(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def run_dataset(run: str | Path) -> str | None:
-    """The dataset a run was trained on, from the JSON files the trainer leaves in it (None if unknown)."""
+def write_run_info(out: str | Path, **info) -> None:
+    """Merge keys into RUN/run.json: how the run was made (mode, text, store, dataset, crop settings)."""
+    path = Path(out) / RUN_INFO
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**old, **info}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_run_info(run: str | Path) -> dict:
+    """RUN/run.json, or the parent's for a `fold<K>` sub-run; {} when neither exists."""
     run = Path(run)
-    for path in [*sorted(run.glob("*.json")), *sorted(run.glob("fold*/*.json"))]:
-        if path.name == FOLD_TABLE_JSON:
+    for path in (run / RUN_INFO, run.parent / RUN_INFO):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return {}
+
+
+def store_run_info(info) -> dict:
+    """What a run should remember about its store (a `finetrain.data.StoreInfo`)."""
+    settings = info.attrs.get("settings") or {}
+    return {"store": str(Path(info.root).resolve()), "dataset": info.attrs.get("dataset"),
+            "label_set": info.attrs.get("label_set"), "size": info.size, "store_frames": info.frames,
+            "margin": settings.get("margin")}
+
+
+def run_dataset(run: str | Path) -> str | None:
+    """The dataset a run was trained on (from run.json), None when unknown."""
+    return read_run_info(run).get("dataset")
+
+
+def store_folds(info) -> list[int]:
+    """Test folds present in a store (DFEW and MAFW 1..5, FERV39k 1); [] for a store without folds."""
+    return sorted({int(f) for fs in info.test_folds for f in fs})
+
+
+def parse_folds(text: str | None) -> list[int] | str | None:
+    """`--fold` values: None, `all`, `3`, or `1,2`."""
+    if text is None:
+        return None
+    text = text.strip().lower()
+    if text == "all":
+        return "all"
+    try:
+        folds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--fold must be a fold number, a comma list (1,2) or all; got {text!r}") from None
+    if not folds or min(folds) < 1:
+        raise ValueError(f"--fold must name folds from 1; got {text!r}")
+    return folds
+
+
+def run_folds(cfg, store: str | Path, out: str | Path, folds: list[int] | str = "all", resume: bool = False,
+              mode: str = "supervised", text: str | None = None, console=None, progress: bool = True) -> dict:
+    """Train and test each fold into `out/fold<K>/`, then write the fold table into `out`.
+
+    A fold whose test results exist is skipped, so re-running `--fold all` after a crash only does
+    what is missing (pass `--resume` to continue a fold that stopped half-way).
+    """
+    from rich.console import Console
+
+    from .config import replace
+    from .data import StoreInfo
+    from .engine import TEST_JSON, train
+    from .zeroshot import train_zero_shot
+
+    console = console or Console(stderr=True)
+    out = Path(out)
+    info = StoreInfo.open(store)
+    available = store_folds(info)
+    if not available:
+        raise ValueError(f"store {store} has no folds; train it with `finetrain run` without --fold")
+    wanted = available if folds == "all" else list(folds)
+    unknown = [k for k in wanted if k not in available]
+    if unknown:
+        raise ValueError(f"folds {unknown} are not in store {store}; its folds are {available}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_info(out, mode=mode, text=text, folds=wanted, **store_run_info(info))
+    for k in wanted:
+        sub = out / f"fold{k}"
+        if (sub / TEST_JSON).is_file():
+            console.print(f"fold {k}: finished earlier ({sub / TEST_JSON}), skipped")
             continue
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("dataset"), str):
-            return data["dataset"]
-    return None
+        console.rule(f"fold {k} of {len(wanted)}" if folds == "all" else f"fold {k}")
+        fold_cfg = replace(cfg, run={"fold": k})
+        part_resume = resume and (sub / "checkpoints").is_dir()
+        if mode == "zero-shot":
+            train_zero_shot(fold_cfg, store, sub, text=text or "captions", resume=part_resume, console=console,
+                            progress=progress)
+        else:
+            train(fold_cfg, store, sub, resume=part_resume, console=console, progress=progress)
+            write_run_info(sub, mode=mode, fold=k, **store_run_info(info))
+    table = build_table(collect([out]), info.attrs.get("dataset"))
+    js, md = write_table(out, table)
+    console.print(to_markdown(table))
+    console.print(f"fold table: {js} and {md}")
+    return table

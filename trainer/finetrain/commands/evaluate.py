@@ -53,5 +53,71 @@ def report(
         typer.echo(written["markdown"].read_text())
 
 
+def evaluate(
+    run: Path = typer.Option(..., "--run", help="A run folder (one fold, or a `--fold all` run with fold*/)."),
+    store: Path = typer.Option(..., "--store", help="The store to evaluate on: the run's own or another dataset's."),
+    fold: int | None = typer.Option(None, "--fold", help="Only the model trained on this fold."),
+    clips: str = typer.Option("auto", "--clips", help="test: the store's test clips of each model's fold; "
+                              "all: every labelled clip; auto: test when the store has that fold."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/eval/STORE-NAME)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+) -> None:
+    """Score a trained run on a store; classes of another dataset are matched by canonical name.
+
+    Writes per-clip predictions (Parquet) and the fold table (JSON + Markdown).
+    """
+    from fineschema import StoreError
+    from finetrain.checkpoint import CheckpointError
+    from finetrain.config import ConfigError
+    from finetrain.crossdata import ClassMappingError, evaluate_run
+
+    if not run.is_dir():
+        _fail(f"{run}: no run directory here")
+    try:
+        table = evaluate_run(run, store, out=out, fold=fold, clips=clips, device=device)
+    except (StoreError, ConfigError, CheckpointError, ClassMappingError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(table["paths"]["markdown_text"])
+    typer.echo(f"fold table: {table['paths']['json']}")
+
+
+def predict(
+    videos: list[Path] = typer.Argument(..., help="Video files (or folders of frames) to classify."),
+    run: Path = typer.Option(..., "--run", help="A trained run folder (or one fold*/ sub-run)."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="How many classes to show per video."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    landmarker: Path | None = typer.Option(None, "--landmarker", help="face_landmarker.task (default: bundled)."),
+) -> None:
+    """Top-k expression classes with probabilities for each video, extracted in-process by the pipeline."""
+    from finetrain.checkpoint import CheckpointError
+    from finetrain.config import ConfigError
+    from finetrain.predict import PredictError, predict_videos, results_json
+
+    try:
+        results = predict_videos(run, videos, top_k=top_k, device=device, landmarker=landmarker)
+    except (PredictError, ConfigError, CheckpointError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(results_json(results))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"finetrain predict ({run})")
+        table.add_column("video")
+        for i in range(top_k):
+            table.add_column(f"#{i + 1}")
+        for r in results:
+            cells = [f"{name} {100 * p:.1f}%" for name, p in r.top] if r.top else \
+                [f"[red]{r.status}[/]: {r.error}"]
+            table.add_row(r.path, *cells)
+        Console().print(table)
+    if any(r.top is None for r in results):
+        raise typer.Exit(code=1)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("eval")(evaluate)
+    app.command("predict")(predict)
     app.command("report")(report)

@@ -1,0 +1,210 @@
+"""Using a trained run: load its model, and classify video files end to end.
+
+`load_model` rebuilds the model of a run from its checkpoint alone (config and label set are in the
+safetensors metadata; the number of frames is the temporal head's size). `predict_videos` runs the
+pipeline's extraction (`fineprep`, the `pipeline` extra) in-process on each file, with the settings the
+run's store was made with, and feeds the arrays through the same preprocessing as training. This is the
+one place the trainer touches the pipeline, imported lazily so the trainer installs without it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .folds import read_run_info
+
+PIPELINE_HINT = "pip install 'fineclip[pipeline]'"
+
+
+class PredictError(ValueError):
+    """A run or input that cannot be used for prediction; the message says what to do."""
+
+
+class PipelineMissing(PredictError):
+    """The `pipeline` extra (mediapipe, OpenCV) is not installed."""
+
+
+def checkpoint_dir(run: str | Path, which: str = "best") -> Path:
+    folder = Path(run) / "checkpoints" / which
+    if not (folder / "model.safetensors").is_file():
+        subs = sorted(p.name for p in Path(run).glob("fold*") if (p / "checkpoints").is_dir())
+        hint = f"; this run has per-fold sub-runs ({', '.join(subs)}): pass one, e.g. {Path(run) / subs[0]}" \
+            if subs else " (has training finished?)"
+        raise PredictError(f"{run}: no checkpoint at checkpoints/{which}{hint}")
+    return folder
+
+
+def model_frames(folder: Path) -> int:
+    """Frames the temporal heads were built for, read from the checkpoint's tensor shapes."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as fh:
+        for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
+            if key.startswith("heads.") and key.endswith(".pos"):
+                return int(fh.get_slice(key).get_shape()[1]) - 1
+    raise PredictError(f"{folder}: checkpoint holds no temporal head")
+
+
+def load_model(run: str | Path, labels: tuple[str, ...] | None = None, which: str = "best", device: str = "cpu"):
+    """(model in eval mode, config) of a run; `labels` replaces the run's class set (text side only).
+
+    The frozen backbone is not in the checkpoint: it is rebuilt from its pretrained weights, or, for a
+    random-weight backbone (`model.pretrained: null`, the tiny test model), from the run's seed, exactly
+    as training built it.
+    """
+    from . import checkpoint as ckpt
+    from .config import from_dict
+    from .engine import seed_everything
+    from .model import build_model
+
+    folder = checkpoint_dir(run, which)
+    meta = ckpt.read_meta(folder)
+    cfg = from_dict(meta["config"])
+    cfg.run.device = device
+    seed_everything(cfg.run.seed)
+    model = build_model(cfg, tuple(labels or meta["labels"]), model_frames(folder))
+    ckpt.load(folder, model)
+    return model.to(device).eval(), cfg
+
+
+def run_labels(run: str | Path, which: str = "best") -> tuple[str, ...]:
+    from . import checkpoint as ckpt
+
+    return tuple(ckpt.read_meta(checkpoint_dir(run, which))["labels"])
+
+
+# ------------------------------------------------------------------------------------------ arrays
+class _ArrayInfo:
+    """Just enough of `StoreInfo` for `StoreDataset` over in-memory clips."""
+
+    def __init__(self, clip_ids: list[str], frames: int, size: int, labels: tuple[str, ...]):
+        self.root = None
+        self.attrs = {"frames": frames, "size": size}
+        self.labels = labels
+        self.clip_ids = clip_ids
+        self.store_index = np.arange(len(clip_ids))
+        self.label_index = np.zeros(len(clip_ids), dtype=np.int64)
+        self.descriptions: dict[str, str] = {}
+
+    @property
+    def frames(self) -> int:
+        return int(self.attrs["frames"])
+
+    @property
+    def size(self) -> int:
+        return int(self.attrs["size"])
+
+
+def _array_dataset(arrays: dict[str, np.ndarray], clip_ids: list[str], model, cfg):
+    """`StoreDataset` reading from arrays (N, T, ...) in memory instead of a Zarr group."""
+    from .data import StoreDataset
+
+    class ArrayDataset(StoreDataset):
+        def _arrays(self):
+            return arrays
+
+    frames, size = arrays["frames"].shape[1], arrays["frames"].shape[2]
+    info = _ArrayInfo(clip_ids, frames, size, model.labels)
+    return ArrayDataset(info, np.arange(len(clip_ids)), image_size=model.image_size, frames=cfg.data.frames,
+                        train=False, data_cfg=cfg.data, streams=model.streams, tokenizer=model.tokenizer)
+
+
+def classify_arrays(model, cfg, arrays: dict[str, np.ndarray], clip_ids: list[str], batch_size: int = 8) -> np.ndarray:
+    """Class probabilities (N, C) of clips given as store-layout arrays."""
+    import torch
+
+    dataset = _array_dataset(arrays, clip_ids, model, cfg)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    device = next(model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for batch in loader:
+            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            out.append(torch.softmax(model(batch)["logits"].float(), dim=1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, len(model.labels)), np.float32)
+
+
+# ------------------------------------------------------------------------------------------ videos
+@dataclass
+class VideoResult:
+    path: str
+    status: str
+    error: str | None = None
+    top: list[tuple[str, float]] | None = None
+    face_found_ratio: float | None = None
+
+    def to_dict(self) -> dict:
+        d = {"video": self.path, "status": self.status}
+        if self.error:
+            d["error"] = self.error
+        if self.top is not None:
+            d["top"] = [{"label": name, "prob": round(p, 6)} for name, p in self.top]
+            d["face_found_ratio"] = self.face_found_ratio
+        return d
+
+
+def extraction_settings(run: str | Path, frames: int) -> dict:
+    """Crop size and margin of the store the run was trained on (recorded in run.json), else defaults."""
+    info = read_run_info(run)
+    return {"frames": frames, "size": int(info.get("size") or 224), "margin": float(info.get("margin") or 0.6)}
+
+
+def extract_videos(paths: list[Path], frames: int, size: int, margin: float = 0.6, landmarker: Path | None = None):
+    """Run the pipeline's per-clip extraction on each file (video, or a folder of frames) in this process.
+
+    Returns one `fineprep.extract.clip.ClipResult` per path, in order; failures come back with a status.
+    """
+    try:
+        from fineprep.entries import ClipEntry
+        from fineprep.extract import faces
+        from fineprep.extract.clip import Settings, extract_clip
+        from fineprep.extract.parsing import get_parser
+    except ImportError as exc:
+        raise PipelineMissing(
+            f"predicting from video files needs the pipeline extra ({exc.name} is missing): {PIPELINE_HINT}"
+        ) from None
+    try:
+        model_path, _ = faces.resolve_landmarker(landmarker)
+    except faces.ModelError as exc:
+        raise PredictError(str(exc)) from None
+    settings = Settings(frames=frames, size=size, margin=margin)
+    models = faces.get_models(model_path)
+    parser = get_parser(settings.parser)
+    results = []
+    with models.tracker() as tracker:
+        for path in paths:
+            path = Path(path).resolve()
+            media = "frames" if path.is_dir() else "video"
+            entry = ClipEntry(clip_id=path.name, dataset="folder", source_path=path.name, media=media)
+            results.append(extract_clip(entry, path.parent, settings, models, tracker, parser))
+    return results
+
+
+def predict_videos(run: str | Path, paths: list[Path], top_k: int = 3, which: str = "best",
+                   device: str = "cpu", landmarker: Path | None = None) -> list[VideoResult]:
+    """Top-k classes with probabilities for each video; a file that fails is reported, not fatal."""
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise PredictError(f"no such file: {', '.join(missing)}")
+    model, cfg = load_model(run, which=which, device=device)
+    frames = model_frames(checkpoint_dir(run, which))
+    settings = extraction_settings(run, frames)
+    results = extract_videos(list(paths), settings["frames"], settings["size"], settings["margin"], landmarker)
+    out: list[VideoResult] = [VideoResult(str(p), r.status, r.error) for p, r in zip(paths, results, strict=True)]
+    ok = [i for i, r in enumerate(results) if r.arrays is not None]
+    if ok:
+        arrays = {k: np.stack([results[i].arrays[k] for i in ok]) for k in results[ok[0]].arrays}
+        probs = classify_arrays(model, cfg, arrays, [str(paths[i]) for i in ok])
+        for row, i in enumerate(ok):
+            order = np.argsort(-probs[row], kind="stable")[:top_k]
+            out[i].top = [(model.labels[j], float(probs[row, j])) for j in order]
+            out[i].face_found_ratio = results[i].face_found_ratio
+    return out
+
+
+def results_json(results: list[VideoResult]) -> str:
+    return json.dumps([r.to_dict() for r in results], indent=1)
