@@ -230,6 +230,10 @@ def test_rerun_does_nothing_and_refuses_other_settings(tmp_path):
         synth.make_dataset("dfew", busy, **kw)
     with pytest.raises(synth.SynthError, match="unknown dataset"):
         synth.make_dataset("afew", tmp_path / "e", **kw)
+    with pytest.raises(synth.SynthError, match="is a file"):
+        synth.make_dataset("dfew", busy / "x.txt", **kw)
+    with pytest.raises(synth.SynthError, match="at least 1"):
+        synth.make_dataset("dfew", tmp_path / "f", **{**kw, "clips_per_class": 0})
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name], "no half-built folder is left"
 
 

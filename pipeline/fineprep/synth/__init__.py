@@ -51,6 +51,8 @@ def make_dataset(dataset: str, out: Path, clips_per_class: int = 2, seed: int = 
     lo, hi = int(frames_range[0]), int(frames_range[1])
     if not 2 <= lo <= hi:
         raise SynthError(f"frames range {lo},{hi} is not valid; give A,B with 2 <= A <= B")
+    if clips_per_class < 1:
+        raise SynthError(f"clips per class must be at least 1, got {clips_per_class}")
     if size < 64:
         raise SynthError(f"size {size} px is too small for a face mesh; use 64 or more")
     root = Path(out)
@@ -61,6 +63,8 @@ def make_dataset(dataset: str, out: Path, clips_per_class: int = 2, seed: int = 
             return root
         raise SynthError(f"{root} already holds a synthetic dataset made with other settings "
                          f"({ {k: have.get(k) for k in wanted} }); choose another --out or delete it")
+    if root.exists() and not root.is_dir():
+        raise SynthError(f"{root} is a file; give a folder for --out")
     if root.exists() and any(root.iterdir()):
         raise SynthError(f"{root} exists and is not empty; choose an empty or new folder for --out")
 
