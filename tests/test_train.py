@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 from fineschema import SCHEMA_VERSION, StoreError, layout  # noqa: E402
 from finetrain import checkpoint as ckpt  # noqa: E402
 from finetrain.config import ConfigError, load_config, parse_override  # noqa: E402
-from finetrain.data import StoreDataset, StoreInfo  # noqa: E402
+from finetrain.data import StoreDataset, StoreInfo, finalize  # noqa: E402
 from finetrain.engine import prepare  # noqa: E402
 from finetrain.losses import compute_loss  # noqa: E402
 from finetrain.model import build_model, count_parameters, trainable_state  # noqa: E402
@@ -165,7 +165,7 @@ def test_augmentation_is_shared_by_frames_parsing_and_landmarks(tmp_path):
     for epoch in range(4):
         ds.set_epoch(epoch)
         for i in range(n):
-            item = ds[i]
+            item = finalize(ds[i])
             white = item["frames"][:, 0] > 0  # above mid-grey (normalised)
             painted = (item["parsing"] - item["frames"]).abs().sum(1) > 1e-3
             dots = (item["landmarks"] - item["frames"]).abs().sum(1) > 1e-3
@@ -186,10 +186,13 @@ def test_dataset_shapes_and_determinism(store):
     a, b = ds[3], ds[3]
     assert a["frames"].shape == (2, 3, 64, 64) and a["blendshapes"].shape == (2, 52)
     assert a["description"].shape == (77,) and a["has_description"]
+    assert a["frames"].dtype == torch.uint8 and a["jitter"].shape == (3,)
     assert torch.equal(a["frames"], b["frames"])  # same (seed, epoch, clip) -> same augmentation
     ds.set_epoch(1)
     assert not torch.equal(ds[3]["frames"], a["frames"])
-    assert abs(float(a["frames"].mean())) < 3  # normalised, not 0..255
+    x = finalize(torch.utils.data.default_collate([a, b]))["frames"]
+    assert x.dtype == torch.float32 and x.shape == (2, 2, 3, 64, 64)
+    assert float(x.min()) > -2.5 and float(x.max()) < 2.5  # CLIP-normalised, not 0..255
 
 
 def test_stratified_split_is_seeded_and_disjoint():

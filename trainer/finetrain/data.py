@@ -4,7 +4,8 @@
 manifest once. `StoreDataset` opens the Zarr arrays lazily in each DataLoader worker (a Zarr handle
 is never pickled), applies one random crop, flip and colour jitter to a clip's frames, parsing map
 and landmarks alike, renders the parsing overlay and landmark dots, and normalises with CLIP's
-mean and std. Augmentation randomness comes from (seed, epoch, clip), never from global state, so
+mean and std (`finalize`, which runs on the training device; items carry uint8 images and their
+jitter factors). Augmentation randomness comes from (seed, epoch, clip), never from global state, so
 results do not depend on the number of workers or processes and a resumed run sees the same data.
 """
 
@@ -131,8 +132,6 @@ class StoreDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.epoch = 0
         self._group = None
-        self._mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-        self._std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -168,32 +167,34 @@ class StoreDataset(torch.utils.data.Dataset):
             frames = torch.from_numpy(np.ascontiguousarray(g["frames"][si][pick]))  # (T,S,S,3) uint8
             s = frames.shape[1]
             x0, y0, side, flip = self._crop(s, rng)
-            frames = frames[:, y0:y0 + side, x0:x0 + side].permute(0, 3, 1, 2).float().div_(255)
-            frames = F.interpolate(frames, size=(self.image_size,) * 2, mode="bilinear", align_corners=False,
-                                   antialias=side > self.image_size)
+            frames = frames[:, y0:y0 + side, x0:x0 + side].permute(0, 3, 1, 2)
+            if side != self.image_size:
+                frames = F.interpolate(frames.contiguous(memory_format=torch.channels_last),
+                                       size=(self.image_size,) * 2, mode="bilinear", align_corners=False,
+                                       antialias=side > self.image_size)
+            frames = frames.contiguous()
             if flip:
                 frames = frames.flip(-1)
-            if rng is not None and self.cfg.jitter > 0:
-                frames = _jitter(frames, rng, self.cfg.jitter)
-            out = {}
             if "frames" in self.streams:
-                out["frames"] = frames
+                item["frames"] = frames
             if "parsing" in self.streams:
                 parsing = torch.from_numpy(np.ascontiguousarray(g["parsing"][si][pick]))[:, y0:y0 + side, x0:x0 + side]
-                parsing = F.interpolate(parsing.unsqueeze(1).float(), size=(self.image_size,) * 2,
-                                        mode="nearest").squeeze(1)
+                if side != self.image_size:
+                    parsing = F.interpolate(parsing.unsqueeze(1), size=(self.image_size,) * 2,
+                                            mode="nearest").squeeze(1)
                 if flip:
                     parsing = parsing.flip(-1)
-                out["parsing"] = parsing_overlay(frames, parsing, self.cfg.overlay_alpha)
+                item["parsing"] = parsing_overlay(frames, parsing, self.cfg.overlay_alpha)
             if "landmarks" in self.streams:
                 pts = torch.from_numpy(np.asarray(g["landmarks"][si][pick][..., :2], dtype=np.float32))
                 pts = (pts * s - torch.tensor([x0, y0], dtype=torch.float32)) / side
                 if flip:
                     pts[..., 0] = 1.0 - pts[..., 0]
                 valid = torch.from_numpy(np.asarray(g["face_found"][si][pick], dtype=bool))
-                out["landmarks"] = landmark_dots(frames, pts, valid, self.cfg.landmark_radius)
-            for key, value in out.items():
-                item[key] = (value - self._mean) / self._std
+                item["landmarks"] = landmark_dots(frames, pts, valid, self.cfg.landmark_radius)
+            strength = self.cfg.jitter if rng is not None else 0.0
+            factors = rng.uniform(1 - strength, 1 + strength, size=3) if strength > 0 else np.ones(3)
+            item["jitter"] = torch.tensor(factors, dtype=torch.float32)
         if "blendshapes" in self.streams:
             item["blendshapes"] = torch.from_numpy(np.asarray(g["blendshapes"][si][pick], dtype=np.float32))
         if self.tokenizer is not None:
@@ -215,15 +216,36 @@ class StoreDataset(torch.utils.data.Dataset):
         return x0, y0, side, flip
 
 
-def _jitter(frames: torch.Tensor, rng: np.random.Generator, strength: float) -> torch.Tensor:
-    """Brightness, contrast and saturation factors drawn once per clip, in [1 - s, 1 + s]."""
-    b, c, s = rng.uniform(1 - strength, 1 + strength, size=3)
-    frames = frames * float(b)
-    mean = frames.mean(dim=(1, 2, 3), keepdim=True)
-    frames = (frames - mean) * float(c) + mean
-    grey = (0.299 * frames[:, 0:1] + 0.587 * frames[:, 1:2] + 0.114 * frames[:, 2:3])
-    frames = (frames - grey) * float(s) + grey
-    return frames.clamp_(0, 1)
+def finalize(batch: dict) -> dict:
+    """uint8 image streams -> float, colour jitter, CLIP normalisation; on whatever device the batch is.
+
+    The Dataset hands over uint8 images (a quarter of the bytes, integer drawing) and the per-clip
+    jitter factors (brightness, contrast, saturation), so this last float step runs on the GPU when
+    there is one. Applied to all image streams alike. Idempotent: float streams pass through.
+    """
+    out = dict(batch)
+    for key in VISUAL_STREAMS:
+        x = batch.get(key)
+        if x is None or x.dtype != torch.uint8:
+            continue
+        x = x.float().div_(255)
+        single = x.dim() == 4
+        if single:
+            x = x.unsqueeze(0)
+        factors = batch.get("jitter")
+        if factors is not None:
+            f = factors.to(x.device).view(-1, 3)
+            b, c, s = (f[:, i].view(-1, 1, 1, 1, 1) for i in range(3))
+            x = x * b
+            mean = x.mean(dim=(2, 3, 4), keepdim=True)
+            x = (x - mean) * c + mean
+            grey = 0.299 * x[:, :, 0:1] + 0.587 * x[:, :, 1:2] + 0.114 * x[:, :, 2:3]
+            x = ((x - grey) * s + grey).clamp_(0, 1)
+        mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD, device=x.device).view(1, 1, 3, 1, 1)
+        x = (x - mean) / std
+        out[key] = x[0] if single else x
+    return out
 
 
 class ShardedBatchSampler(torch.utils.data.Sampler):

@@ -27,6 +27,7 @@ from torch import nn
 from . import adapters as A
 from .backbone import create_clip
 from .config import Config, ConfigError
+from .data import finalize
 
 VISUAL = ("frames", "parsing", "landmarks")
 TEXT_SETS = ("positive", "negative", "description")
@@ -189,6 +190,8 @@ class FineCLIPER(nn.Module):
         return dict(zip(self.streams, torch.softmax(logits.detach().float(), 0).tolist(), strict=True))
 
     def forward(self, batch: dict) -> dict:
+        """`batch` as the DataLoader gives it (uint8 images are finalised here, on the model's device)."""
+        batch = finalize(batch)
         embs, masks = self.stream_embeddings(batch)
         video = self.fuse(embs, masks)
         pos, neg = self.label_embeddings()
