@@ -15,7 +15,12 @@ def register(app: typer.Typer) -> None:
         config: str = typer.Option(None, "--config", help="A preset name (default, tiny) or a YAML file."),
         overrides: list[str] = typer.Argument(None, help="section.key=value settings, e.g. optim.lr=5e-4."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
-        fold: int = typer.Option(None, "--fold", help="Fold to train and test (default: run.fold of the config)."),
+        fold: str = typer.Option(None, "--fold", help="Fold to train and test (default: run.fold of the config); "
+                                 "`all` or a list like 1,2 trains each into OUT/fold<K>/ and writes the fold table."),
+        mode: str = typer.Option("supervised", "--mode", help="supervised, or zero-shot (video-text training "
+                                 "without labels, classification by label descriptors)."),
+        text: str = typer.Option("captions", "--text", help="zero-shot text: captions (MAFW caption_en) or "
+                                 "descriptions (STORE/descriptions)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Train on the fold's training clips, select on a validation split carved from them, report the test fold."""
@@ -30,10 +35,21 @@ def register(app: typer.Typer) -> None:
         from ..checkpoint import CheckpointError
         from ..config import ConfigError, apply, load_config, parse_override, validate
         from ..engine import CONFIG_FILE, train
+        from ..folds import is_main_process, parse_folds, run_folds, store_run_info, write_run_info
         from ..split import SplitError
+        from ..zeroshot import ZeroShotError, train_zero_shot
 
         err = Console(stderr=True)
-        extra = list(overrides or []) + ([f"run.fold={fold}"] if fold is not None else [])
+        if mode not in ("supervised", "zero-shot"):
+            err.print(f"[red]error:[/] --mode must be supervised or zero-shot, got {mode!r}", highlight=False)
+            sys.exit(2)
+        try:
+            folds = parse_folds(fold)
+        except ValueError as exc:
+            err.print(f"[red]error:[/] {exc}", highlight=False)
+            sys.exit(2)
+        single = folds[0] if isinstance(folds, list) and len(folds) == 1 else None
+        extra = list(overrides or []) + ([f"run.fold={single}"] if single is not None else [])
         try:
             if resume and (out / CONFIG_FILE).is_file():
                 if config is not None:
@@ -46,7 +62,17 @@ def register(app: typer.Typer) -> None:
                 validate(cfg)
             else:
                 cfg = load_config(config, extra)
-            train(cfg, store, out, resume=resume, progress=not quiet)
-        except (ConfigError, StoreError, SplitError, BackboneError, CheckpointError, ValueError) as exc:
+            if folds is not None and single is None:
+                run_folds(cfg, store, out, folds, resume=resume, mode=mode, text=text, progress=not quiet)
+            elif mode == "zero-shot":
+                train_zero_shot(cfg, store, out, text=text, resume=resume, progress=not quiet)
+            else:
+                from ..data import StoreInfo
+
+                train(cfg, store, out, resume=resume, progress=not quiet)
+                if is_main_process():
+                    write_run_info(out, mode=mode, fold=cfg.run.fold, **store_run_info(StoreInfo.open(store)))
+        except (ConfigError, StoreError, SplitError, BackboneError, CheckpointError, ZeroShotError,
+                ValueError) as exc:
             err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
             sys.exit(2)
