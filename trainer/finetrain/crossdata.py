@@ -155,7 +155,11 @@ def evaluate_run(run: str | Path, store: str | Path, out: str | Path | None = No
     console = console or Console(stderr=True)
     info = StoreInfo.open(store)
     models = model_runs(run, fold)
-    out = Path(out) if out is not None else Path(run) / "eval" / Path(store).resolve().name
+    if out is None:
+        name = f"{info.attrs.get('dataset', 'store')}-{Path(store).resolve().name}"
+        name += (f"-fold{fold}" if fold is not None else "") + ("-all" if clips == "all" else "")
+        out = Path(run) / "eval" / name
+    out = Path(out)
     in_store = store_folds(info)
     for k, folder in models:
         zero_shot = read_run_info(folder).get("mode") == "zero-shot"

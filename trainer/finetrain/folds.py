@@ -185,6 +185,13 @@ def run_dataset(run: str | Path) -> str | None:
     return read_run_info(run).get("dataset")
 
 
+def is_main_process() -> bool:
+    """False on the non-zero ranks of a torchrun job, which must not write shared files."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def store_folds(info) -> list[int]:
     """Test folds present in a store (DFEW and MAFW 1..5, FERV39k 1); [] for a store without folds."""
     return sorted({int(f) for fs in info.test_folds for f in fs})
@@ -230,8 +237,10 @@ def run_folds(cfg, store: str | Path, out: str | Path, folds: list[int] | str = 
     unknown = [k for k in wanted if k not in available]
     if unknown:
         raise ValueError(f"folds {unknown} are not in store {store}; its folds are {available}")
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_info(out, mode=mode, text=text, folds=wanted, **store_run_info(info))
+    main = is_main_process()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_run_info(out, mode=mode, text=text, folds=wanted, **store_run_info(info))
     for k in wanted:
         sub = out / f"fold{k}"
         if (sub / TEST_JSON).is_file():
@@ -245,9 +254,12 @@ def run_folds(cfg, store: str | Path, out: str | Path, folds: list[int] | str = 
                             progress=progress)
         else:
             train(fold_cfg, store, sub, resume=part_resume, console=console, progress=progress)
-            write_run_info(sub, mode=mode, fold=k, **store_run_info(info))
+            if main:
+                write_run_info(sub, mode=mode, fold=k, **store_run_info(info))
+    if not main:
+        return {}
     table = build_table(collect([out]), info.attrs.get("dataset"))
     js, md = write_table(out, table)
-    console.print(to_markdown(table))
+    console.print(to_markdown(table), soft_wrap=True, highlight=False)
     console.print(f"fold table: {js} and {md}")
     return table

@@ -93,6 +93,8 @@ def alignment_loss(video: torch.Tensor, text: torch.Tensor, targets: torch.Tenso
 def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str = "captions", resume: bool = False,
                     console=None, progress: bool = True) -> dict:
     """Align video and text on the fold's training clips, then classify its test clips by descriptors."""
+    import os
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -101,6 +103,8 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
     from .model import build_model, count_parameters
     from .split import fold_split
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ZeroShotError("zero-shot training runs in one process; start it without torchrun")
     out = Path(out)
     console = console or Console(stderr=True)
     cfg = zero_shot_config(cfg)
