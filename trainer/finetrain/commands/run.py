@@ -57,8 +57,8 @@ def register(app: typer.Typer) -> None:
                 cfg = load_config("default")
                 data = yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8"))
                 apply(cfg, data, str(out / CONFIG_FILE))
-                for text in extra:
-                    apply(cfg, parse_override(text), f"override {text!r}")
+                for item in extra:  # not `text`: that is the --text option
+                    apply(cfg, parse_override(item), f"override {item!r}")
                 validate(cfg)
             else:
                 cfg = load_config(config, extra)
