@@ -14,7 +14,7 @@ from ..entries import ClipEntry
 from .clip import Settings, StageTimer, extract_clip
 from .faces import get_models
 from .parsing import get_parser
-from .store import ArrayWriter, manifest_row, part_name, write_part
+from .store import ArrayWriter, manifest_row, part_name, rows_table, write_part
 
 
 @dataclass
@@ -34,7 +34,8 @@ class BatchReport:
     statuses: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
     pid: int = 0
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0   # the worker process's high-water mark so far
+    rss_mb: float = 0.0        # its resident memory when the batch ended
 
 
 def _limit_threads() -> None:
@@ -44,13 +45,48 @@ def _limit_threads() -> None:
     cv2.setNumThreads(1)
 
 
+_WRITERS: dict[str, ArrayWriter] = {}
+
+
+def writer_for(out: str) -> ArrayWriter:
+    """The worker's open handle on a store's arrays (opening costs more than writing a small clip)."""
+    if out not in _WRITERS:
+        _WRITERS.clear()
+        _WRITERS[out] = ArrayWriter(Path(out))
+    return _WRITERS[out]
+
+
+def warm_up(model_path: str, parser: str, out: str) -> int:
+    """Build this worker's models and open the store before the first batch arrives (runs on every worker)."""
+    import mediapipe as mp
+    import numcodecs
+    import numpy as np
+    import pyarrow.parquet  # noqa: F401 - the done-marker writer; importing it takes most of a second
+
+    _limit_threads()
+    models = get_models(model_path)
+    blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((224, 224, 3), np.uint8))
+    models.still.detect(blank)          # first inference sets up the CPU kernels
+    models.detector.detect(blank)
+    get_parser(parser)
+    from .parsing import mesh_regions
+
+    mesh_regions()
+    writer_for(out)
+    numcodecs.Blosc(cname="zstd").encode(b"\0" * 4096)
+    import io
+
+    pyarrow.parquet.write_table(rows_table([]), io.BytesIO(), compression="zstd")
+    return os.getpid()
+
+
 def run_batch(spec: BatchSpec) -> BatchReport:
     _limit_threads()
     timer = StageTimer()
     t0 = time.perf_counter()
     models = get_models(spec.model_path)
     parser = get_parser(spec.settings.parser)
-    writer = ArrayWriter(Path(spec.out))
+    writer = writer_for(spec.out)
     root = Path(spec.root)
     rows, statuses = [], {}
     with models.tracker(spec.settings.landmark_mode) as tracker:
@@ -69,6 +105,9 @@ def run_batch(spec: BatchSpec) -> BatchReport:
             statuses[result.status] = statuses.get(result.status, 0) + 1
     t0 = time.perf_counter()
     write_part(Path(spec.out), part_name(spec.batch), rows)
-    timer.add("write", t0)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return BatchReport(spec.batch, statuses, dict(timer.seconds), os.getpid(), rss_mb)
+    timer.add("marker", t0)
+    import psutil
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    now_mb = psutil.Process().memory_info().rss / 2**20
+    return BatchReport(spec.batch, statuses, dict(timer.seconds), os.getpid(), peak_mb, now_mb)

@@ -26,7 +26,7 @@ from fineschema import tables
 
 from ..entries import ClipEntry
 from . import store
-from .batch import BatchReport, BatchSpec, run_batch
+from .batch import BatchReport, BatchSpec, run_batch, warm_up
 from .clip import Settings
 
 
@@ -102,10 +102,16 @@ def run(plan: Plan, *, root: Path, out: Path, settings: Settings, model_path: st
     done = store.done_batches(out)
     todo = [(b, clips) for b, clips in enumerate(plan.batches) if b not in done]
     total = sum(len(c) for _, c in todo)
+    if todo:
+        # Models are built once per worker process; do it on every worker now, before the clock starts.
+        client.run(warm_up, model_path, settings.parser, str(out))
+        start = time.perf_counter()
     futures = {}
+    # Task keys unique per store and plan, so two extracts on one long-lived cluster never share a key.
+    token = store.plan_digest([str(out), plan.digest])[:10]
     for b, clips in todo:
         spec = BatchSpec(b, clips, str(root), str(out), settings, model_path, label_names)
-        fut = client.submit(run_batch, spec, key=f"fineprep-extract-{plan.digest[:8]}-{b:06d}", pure=False, retries=1)
+        fut = client.submit(run_batch, spec, key=f"fineprep-extract-{token}-{b:06d}", pure=False, retries=1)
         futures[fut] = (b, clips)
     reports: list[BatchReport] = []
     crashed: list[dict] = []
