@@ -192,6 +192,27 @@ def test_no_refine_keeps_raw_text(tmp_path):
     assert all(r["refined_text"] == r["raw_text"] for r in t)
 
 
+def test_llm_refinement_pass_then_rules(tmp_path):
+    """--refine-llm: a text-only pass of the same (random) model rewrites, the rules run on its output."""
+    store = make_store(tmp_path, n=2)
+    prompts = []
+
+    def recording(name, spec, settings):
+        engine = make_engine(name, spec, settings)
+        real = engine.complete
+        engine.complete = lambda p, max_tokens: prompts.extend(p) or real(p, max_tokens)
+        return engine
+
+    s = run_describe(_cfg(store, refine_llm=True), engine_factory=recording, progress=False, log=lambda m: None)
+    rows = pq.read_table(s.parts[0]).to_pylist()
+    lex = fineprompts.load_lexicon("dfew")
+    assert s.described == 2 and s.leak_before is not None and s.leak_after in (0.0, None)  # None: all cut
+    refine_instruction = fineprompts.load_instruction("refine-v1")[0]
+    assert len(prompts) == 2 and all(p.startswith(refine_instruction) for p in prompts)
+    assert rows[0]["raw_text"] in prompts[0]
+    assert all(r["refined_text"] is not None and not leaks(r["refined_text"], lex) for r in rows)
+
+
 def test_nothing_to_do_loads_no_model(tmp_path):
     store = make_store(tmp_path, n=2)
     run_describe(_cfg(store), progress=False, log=lambda m: None)
