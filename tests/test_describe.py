@@ -276,6 +276,23 @@ def test_resume_after_killed_process(tmp_path):
     assert sorted(ids) == [f"clip{i:03d}" for i in range(12)]
 
 
+@pytest.mark.slow
+def test_procs_runs_one_process_per_shard(tmp_path):
+    from typer.testing import CliRunner
+
+    from fineprep.cli import app
+
+    store = make_store(tmp_path, n=6)
+    r = CliRunner().invoke(app, ["describe", "--store", str(store), "--model", "tiny-random", "--engine", "hf",
+                                 "--frames", "2", "--max-tokens", "4", "--procs", "2"])
+    assert r.exit_code == 0, r.output
+    assert "shard 0/2: rc=0" in r.output and "shard 1/2: rc=0" in r.output
+    names = [p.name for p in writer.part_files(store)]
+    assert any("-s0of2-" in n for n in names) and any("-s1of2-" in n for n in names)
+    ids = pq.read_table(writer.parts_dir(store))["clip_id"].to_pylist()
+    assert sorted(ids) == [f"clip{i:03d}" for i in range(6)]
+
+
 def test_cli_errors_are_one_line(tmp_path):
     from typer.testing import CliRunner
 

@@ -34,6 +34,8 @@ def describe(
     refine: bool = typer.Option(True, "--refine/--no-refine", help="Strip words that name or imply a class (lexicon rules)."),
     refine_llm: bool = typer.Option(False, "--refine-llm", help="Also rewrite with a text-only pass of the same model first."),
     shard: str = typer.Option("0/1", help="i/N: this process takes the clips whose id hashes to i."),
+    procs: int = typer.Option(1, min=1, help="Start this many shard processes (--shard i/procs each) and wait."),
+    gpus: str = typer.Option(None, help="With --procs: comma-separated GPU ids, one per process (CUDA_VISIBLE_DEVICES)."),
     template: str = typer.Option(None, help="Prompt template for models without a chat template: {media} and {prompt}."),
     frames_as: FramesAsName = typer.Option(None, help="How frames go in: video, images or grid (default: the model's)."),
     gpu_memory_utilization: float = typer.Option(0.90, help="--engine vllm: share of GPU memory for vLLM."),
@@ -44,6 +46,23 @@ def describe(
     from fineprep.describe.registry import ModelError
     from fineprep.describe.runner import DescribeConfig, DescribeError, parse_shard, run_describe
 
+    if procs > 1:
+        from fineprep.describe.dispatch import run_procs
+
+        if shard != "0/1":
+            typer.echo("error: use either --procs or --shard, not both", err=True)
+            raise typer.Exit(2)
+        argv = ["--store", str(store), "--model", model, "--engine", engine.value, "--frames", str(frames),
+                "--chunk", str(chunk), "--max-tokens", str(max_tokens), "--concurrency", str(concurrency),
+                "--seed", str(seed), "--gpu-memory-utilization", str(gpu_memory_utilization),
+                "--refine" if refine else "--no-refine"]
+        for flag, value in (("--endpoint", endpoint), ("--served-model", served_model), ("--prompt", prompt),
+                            ("--template", template), ("--frames-as", frames_as.value if frames_as else None)):
+            if value is not None:
+                argv += [flag, value]
+        if refine_llm:
+            argv.append("--refine-llm")
+        raise typer.Exit(run_procs(argv, procs, gpus.split(",") if gpus else None, log=typer.echo))
     try:
         cfg = DescribeConfig(
             store=store, model=model, engine=engine.value, frames=frames, chunk=chunk, max_tokens=max_tokens,
