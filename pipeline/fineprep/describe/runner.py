@@ -137,9 +137,13 @@ def run_describe(cfg: DescribeConfig, engine_factory: Callable[..., Engine] = ma
 
     columns = [TextColumn("describe"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[rate]}")]
-    start = time.perf_counter()
-    with engine_factory(cfg.engine, spec, settings) as engine, \
-            Progress(*columns, disable=not progress, transient=False) as bar:
+    try:
+        engine = engine_factory(cfg.engine, spec, settings)
+    except (ImportError, OSError, RuntimeError, ValueError) as exc:
+        raise DescribeError(f"cannot load model {spec.model_id or cfg.model} with the {cfg.engine} engine: "
+                            f"{error_text(exc)}") from exc
+    with engine, Progress(*columns, disable=not progress, transient=False) as bar:
+        start = time.perf_counter()  # rates count work, not the model load
         task = bar.add_task("describe", total=len(todo), rate="")
         for lo in range(0, len(todo), cfg.chunk):
             chunk = todo[lo:lo + cfg.chunk]

@@ -79,7 +79,13 @@ def make_engine(name: str, spec: ModelSpec, settings: GenerationSettings) -> Eng
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
     module, cls = ENGINES[name].split(":")
-    return getattr(importlib.import_module(module), cls)(spec, settings)
+    try:
+        return getattr(importlib.import_module(module), cls)(spec, settings)
+    except ImportError as exc:
+        hint = {"vllm": "install vLLM (`pip install vllm`, GPU) or use --engine hf / --engine openai --endpoint URL",
+                "openai": "install the describe extra: pip install -e '.[describe]'",
+                "hf": "install the describe extra: pip install -e '.[describe]'"}[name]
+        raise RuntimeError(f"the {name} engine cannot load ({exc}); {hint}") from exc
 
 
 def error_text(exc: BaseException) -> str:
