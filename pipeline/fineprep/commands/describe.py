@@ -47,7 +47,7 @@ def describe(
     from fineprep.describe.runner import DescribeConfig, DescribeError, parse_shard, run_describe
 
     if procs > 1:
-        from fineprep.describe.dispatch import run_procs
+        from fineprep.describe.procs import run_procs
 
         if shard != "0/1":
             typer.echo("error: use either --procs or --shard, not both", err=True)
