@@ -36,6 +36,7 @@ def describe(
     shard: str = typer.Option("0/1", help="i/N: this process takes the clips whose id hashes to i."),
     procs: int = typer.Option(1, min=1, help="Start this many shard processes (--shard i/procs each) and wait."),
     gpus: str = typer.Option(None, help="With --procs: comma-separated GPU ids, one per process (CUDA_VISIBLE_DEVICES)."),
+    scheduler: str = typer.Option(None, help="Dask scheduler address: one task per chunk on its (GPU) workers."),
     template: str = typer.Option(None, help="Prompt template for models without a chat template: {media} and {prompt}."),
     frames_as: FramesAsName = typer.Option(None, help="How frames go in: video, images or grid (default: the model's)."),
     gpu_memory_utilization: float = typer.Option(0.90, help="--engine vllm: share of GPU memory for vLLM."),
@@ -71,7 +72,12 @@ def describe(
             options={"endpoint": endpoint, "served_model": served_model, "concurrency": concurrency,
                      "gpu_memory_utilization": gpu_memory_utilization},
         )
-        s = run_describe(cfg, progress=progress, log=typer.echo)
+        if scheduler:
+            from fineprep.describe.dispatch import run_describe_dask
+
+            s = run_describe_dask(cfg, scheduler, progress=progress, log=typer.echo)
+        else:
+            s = run_describe(cfg, progress=progress, log=typer.echo)
     except (DescribeError, ModelError, KeyError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
