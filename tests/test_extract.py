@@ -276,3 +276,21 @@ def test_index_statuses_and_missing_media_are_recorded(tmp_path):
     assert m.loc["line7", "status"] == tables.STATUS_BAD_ANNOTATION and m.loc["line7", "error"].startswith("line 7")
     assert m.loc["esc", "status"] == tables.STATUS_OUTSIDE_ROOT
     assert m.loc["esc2", "status"] == tables.STATUS_OUTSIDE_ROOT and "outside" in m.loc["esc2", "error"]
+
+
+def test_video_mode_tracks_the_same_face_as_image_mode():
+    """Both landmark modes, real model, on crops of a real face: same face found, same landmarks within 2 %."""
+    import cv2
+    from skimage import data
+
+    img = data.astronaut()
+    crops = np.stack([cv2.resize(img[10 + 3 * i:250 + 3 * i, 110:350], (160, 160)) for i in range(6)])
+    models = faces.get_models(faces.resolve_landmarker(None)[0])
+    with models.tracker("image") as still, models.tracker("video") as video:
+        m_img, s_img, f_img = still.run(crops)
+        m_vid, s_vid, f_vid = video.run(crops)
+    assert f_img.all() and f_vid.all()
+    assert np.abs(m_img[..., :2] - m_vid[..., :2]).mean() < 0.02
+    assert m_img.dtype == np.float32 and s_img.shape == (6, layout.NUM_BLENDSHAPES)
+    with pytest.raises(ValueError, match="image or video"):
+        models.tracker("fast")

@@ -47,6 +47,7 @@ def _load(out: Path):
     return m, {name: g[name][:] for name in g.array_keys()}
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_a_clean_run(dataset, tmp_path):
     clean = tmp_path / "clean"
     subprocess.run(_args(dataset, clean, "--workers", "1"), env=ENV, check=True, capture_output=True, timeout=300)
@@ -91,6 +92,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_extract_through_an_existing_scheduler(dataset, tmp_path):
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"

@@ -42,6 +42,7 @@ def _extract(base: Path, root: Path, source: str) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["original", "clip_224x224"])
 def test_jaw_opens_in_surprise_and_stays_shut_in_neutral(dfew, source):
     base, root = dfew

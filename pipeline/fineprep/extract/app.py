@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fineschema import labels as fl
-from fineschema import tables
+from fineschema import layout, tables
 
 from . import faces, runner, store
 from .clip import Settings
@@ -73,12 +73,17 @@ def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out
     console.print(f"{dataset} ({source}): {len(plan.entries)} clips indexed, {plan.num_clips} to extract "
                   f"in {len(plan.batches)} batches of {batch_size}; {len(plan.final)} settled by the index"
                   + ("; resuming" if resumed else ""))
-    client, cluster = runner.start_client(workers, scheduler, console)
+    if store.done_batches(out) >= set(range(len(plan.batches))):
+        # Nothing left to extract: no cluster, just the index part and the manifest.
+        client = cluster = None
+    else:
+        client, cluster = runner.start_client(workers, scheduler, console)
     try:
         outcome = runner.run(plan, root=root, out=out, settings=settings, model_path=str(model_path),
                              label_names=fl.label_set(label_set), client=client, console=console)
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         if cluster is not None:
             cluster.close()
     print_summary(outcome, out, console)
@@ -98,3 +103,6 @@ def print_summary(outcome: runner.Outcome, out: Path, console: Console) -> None:
     if extracted:
         console.print(f"{extracted} clips in {outcome.seconds:.1f} s ({extracted / outcome.seconds:.2f} clips/s); "
                       f"{outcome.skipped_batches} batches were already done")
+    elif outcome.skipped_batches:
+        console.print(f"nothing to do: all {outcome.skipped_batches} batches were already done")
+    console.print(f"manifest: {out / layout.MANIFEST_FILE}")

@@ -12,7 +12,7 @@ from fineschema import tables
 
 from ..entries import ClipEntry
 from .clip import Settings, StageTimer, extract_clip
-from .faces import get_models
+from .faces import get_models, quiet_native_logs
 from .parsing import get_parser
 from .store import ArrayWriter, manifest_row, part_name, rows_table, write_part
 
@@ -66,8 +66,9 @@ def warm_up(model_path: str, parser: str, out: str) -> int:
     _limit_threads()
     models = get_models(model_path)
     blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((224, 224, 3), np.uint8))
-    models.still.detect(blank)          # first inference sets up the CPU kernels
-    models.detector.detect(blank)
+    with quiet_native_logs():
+        models.still.detect(blank)          # first inference sets up the CPU kernels
+        models.detector.detect(blank)
     get_parser(parser)
     from .parsing import mesh_regions
 

@@ -9,9 +9,11 @@ gives a fresh one per batch, which keeps each batch's output independent of what
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import importlib.resources
 import os
+import sys
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -28,6 +30,22 @@ DEFAULT_LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2
 _TASK_MEMBERS = ("face_detector.tflite", "face_landmarks_detector.tflite", "face_blendshapes.tflite")
 # Time between frames fed to the VIDEO-mode landmarker (it needs increasing timestamps, in ms).
 FRAME_MS = 33
+
+
+@contextlib.contextmanager
+def quiet_native_logs():
+    """Send file descriptor 2 to /dev/null for a while: mediapipe's C++ side logs a page of INFO and
+    warnings to stderr when it builds a model and on its first inference, and has no switch for it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class ModelError(ValueError):
@@ -74,14 +92,15 @@ class FaceModels:
 
     @property
     def still(self):
-        """An IMAGE-mode landmarker (built on first use) for frames the VIDEO-mode tracker loses."""
+        """The IMAGE-mode landmarker (built on first use): the default, and the retry for VIDEO mode."""
         if self._still is None:
             vision = self._vision
-            self._still = vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
-                base_options=self._base(model_asset_buffer=self._bundle),
-                running_mode=vision.RunningMode.IMAGE, num_faces=1,
-                min_face_detection_confidence=self.min_confidence, output_face_blendshapes=True,
-            ))
+            with quiet_native_logs():
+                self._still = vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
+                    base_options=self._base(model_asset_buffer=self._bundle),
+                    running_mode=vision.RunningMode.IMAGE, num_faces=1,
+                    min_face_detection_confidence=self.min_confidence, output_face_blendshapes=True,
+                ))
         return self._still
 
     def tracker(self, mode: str = "image") -> Tracker:
@@ -178,15 +197,17 @@ def get_models(model_path: str | Path) -> FaceModels:
     """The worker process's models for `model_path`, built on first use and kept for every later batch."""
     key = str(model_path)
     if key not in _MODELS:
-        _MODELS[key] = FaceModels(key)
+        with quiet_native_logs():
+            _MODELS[key] = FaceModels(key)
         _close_at_exit()
     return _MODELS[key]
 
 
 def close_models() -> None:
     """Close the cached models (mediapipe's own finaliser fails when it runs during interpreter shutdown)."""
-    while _MODELS:
-        _MODELS.popitem()[1].close()
+    with quiet_native_logs():
+        while _MODELS:
+            _MODELS.popitem()[1].close()
 
 
 _EXIT_HOOKED = False

@@ -70,9 +70,9 @@ def start_client(workers: int | None, scheduler: str | None, console: Console):
     """A client on an existing scheduler, or on a LocalCluster with one single-threaded process per core."""
     from distributed import Client, LocalCluster
 
-    # mediapipe's C++ logging goes to stderr at INFO; worker processes inherit this quieter level.
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # FFmpeg's own messages about a broken file ("moov atom not found") would repeat what the clip's
+    # manifest row already says; local worker processes inherit this setting.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
     if scheduler:
         client = Client(scheduler, timeout="30s")
@@ -123,9 +123,11 @@ def run(plan: Plan, *, root: Path, out: Path, settings: Settings, model_path: st
     )
     if len(done):
         console.print(f"resume: {len(done)} of {len(plan.batches)} batches already done, skipping them")
+    if todo and client is None:
+        raise ValueError("batches are left to extract but no Dask client was given")
     with progress:
         task = progress.add_task("extract", total=total, failed=0, rate="")
-        for fut in as_completed(list(futures)):
+        for fut in as_completed(list(futures)) if futures else ():
             b, clips = futures[fut]
             try:
                 rep: BatchReport = fut.result()
