@@ -4,7 +4,8 @@
     .venv/bin/python bench/train_step.py --config default --device cuda --batch 8 --frames 16
 
 Random backbone weights (pretrained=None) and random inputs: speed and memory do not depend on the
-weights. Peak memory is torch.cuda.max_memory_allocated on GPU, and the growth of the process's
+weights. CPU-seconds per step (all threads) stay comparable when other jobs share the machine;
+wall time does not. Peak memory is torch.cuda.max_memory_allocated on GPU, and the growth of the process's
 peak RSS over the model build on CPU.
 """
 
@@ -52,11 +53,11 @@ def main(config: str = typer.Option("tiny"), device: str = typer.Option("cpu"),
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    times = []
+    times, cpu = [], []
     for i in range(warmup + steps):
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         with autocast(dev, amp):
             out = model(data)
         loss, _ = compute_loss(out, data["label"], cfg.loss)
@@ -67,14 +68,17 @@ def main(config: str = typer.Option("tiny"), device: str = typer.Option("cpu"),
             torch.cuda.synchronize(dev)
         if i >= warmup:
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - cpu0)
     times.sort()
+    cpu.sort()
     if dev.type == "cuda":
         peak = f"peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB"
     else:
         peak = f"peak RSS growth {(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 2**20:.2f} GiB"
     print(f"{cfg.model.backbone} on {dev} ({torch.get_num_threads()} threads), streams {','.join(model.streams)}, "
           f"batch {batch} x {t} frames x {size} px: {trainable:,} trainable / {total:,} params; "
-          f"step median {times[len(times) // 2]:.3f} s (min {times[0]:.3f}), {peak}")
+          f"step median {times[len(times) // 2]:.3f} s wall (min {times[0]:.3f}), "
+          f"{cpu[len(cpu) // 2]:.3f} CPU-s; {peak}")
 
 
 if __name__ == "__main__":
