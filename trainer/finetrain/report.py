@@ -111,6 +111,7 @@ def render(runs: Sequence[str | Path], out_dir: str | Path, title: str | None = 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     runs = [Path(r) for r in runs]
     out = Path(out_dir)
@@ -138,6 +139,7 @@ def render(runs: Sequence[str | Path], out_dir: str | Path, title: str | None = 
             if xs:
                 ax.plot(xs, ys, style, color=colors(i % 10), marker=".", label=f"{_fold_name(fold)} {split}")
     ax.set(title="loss", xlabel="epoch", ylabel="loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _legend(ax, "no loss logged")
 
     ax = fig.add_subplot(grid[0, 1])
@@ -148,6 +150,7 @@ def render(runs: Sequence[str | Path], out_dir: str | Path, title: str | None = 
                 ax.plot(xs, [100 * y for y in ys], style, color=colors(i % 10), marker=".",
                         label=f"{_fold_name(fold)} val {key.upper()}")
     ax.set(title="validation UAR / WAR", xlabel="epoch", ylabel="%")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _legend(ax, "no validation metrics logged")
 
     ax = fig.add_subplot(grid[1, 0])
