@@ -239,3 +239,15 @@ def test_forward_with_descriptions_trains_every_part(model, store):
     ups = [p for n, p in model.named_parameters() if n.endswith("up.weight")]
     assert ups and all(p.grad is not None and p.grad.abs().sum() > 0 for p in ups)
     model.zero_grad()
+
+
+def test_description_stream_is_optional_per_batch(model, store):
+    """A batch without description tokens (a new video) leaves that stream out of the fusion."""
+    info = StoreInfo.open(store)
+    ds = StoreDataset(info, range(2), image_size=model.image_size, frames=4, streams=model.streams)
+    batch = torch.utils.data.default_collate([ds[0], ds[1]])
+    model.eval()
+    with torch.no_grad():
+        out = model(batch)
+    assert out["logits"].shape == (2, 7) and not out["has_description"].any()
+    assert torch.isfinite(out["logits"]).all()

@@ -71,7 +71,9 @@ def prepare(cfg: Config, store: str | Path) -> Prepared:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+            return device
         return torch.device("cpu")
     return torch.device(name)
 

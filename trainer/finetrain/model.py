@@ -67,6 +67,7 @@ class FineCLIPER(nn.Module):
         self.streams = tuple(m.streams)
         self.clip, self.tokenizer = create_clip(m.backbone, m.pretrained)
         dim = self._embed_dim()
+        self.embed_dim = dim
         self.visual_sets = [s for s in self.streams if s in VISUAL]
         self.vswitch = A.inject(self.clip.visual.transformer, self.visual_sets, m.adapter_ratio, m.adapter_scale) \
             if self.visual_sets else None
@@ -163,9 +164,13 @@ class FineCLIPER(nn.Module):
                 x = batch["blendshapes"].float()
                 v = self.heads[s](F.normalize(self.blend_mlp(x), dim=-1))
                 present = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-            else:  # description
+            elif "description" in batch:
                 present = batch["has_description"].bool()
                 v = self.encode_text(batch["description"], "description").float()
+            else:  # clips without descriptions (e.g. a new video): the stream is left out of the fusion
+                ref = next(v for v in batch.values() if torch.is_tensor(v))
+                v = torch.zeros(ref.shape[0], self.embed_dim, device=ref.device)
+                present = torch.zeros(ref.shape[0], dtype=torch.bool, device=ref.device)
             embs.append(F.normalize(v, dim=-1))
             masks.append(present)
         return embs, masks
