@@ -151,7 +151,8 @@ class FineCLIPER(nn.Module):
 
     # --- video --------------------------------------------------------------------------------------
     def stream_embeddings(self, batch: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per stream: unit (B,D) embedding and a (B,) presence mask."""
+        """Per stream: unit (B,D) embedding and a (B,) presence mask. uint8 images are finalised here."""
+        batch = finalize(batch)
         embs, masks = [], []
         for s in self.streams:
             if s in VISUAL:
@@ -195,8 +196,7 @@ class FineCLIPER(nn.Module):
         return dict(zip(self.streams, torch.softmax(logits.detach().float(), 0).tolist(), strict=True))
 
     def forward(self, batch: dict) -> dict:
-        """`batch` as the DataLoader gives it (uint8 images are finalised here, on the model's device)."""
-        batch = finalize(batch)
+        """`batch` as the DataLoader gives it (uint8 images are finalised on the model's device)."""
         embs, masks = self.stream_embeddings(batch)
         video = self.fuse(embs, masks)
         pos, neg = self.label_embeddings()
