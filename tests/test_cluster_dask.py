@@ -204,3 +204,78 @@ def test_a_chunk_that_runs_twice_is_written_once(tmp_path, monkeypatch):
     assert pq.read_table(parts[0]).column("clip_id").to_pylist() == ["clip000", "clip002"]
     name = dispatch.part_name
     assert name("m", "h", ["b", "a"]) == name("m", "h", ["a", "b"]) != name("m", "h", ["a"]) != name("n", "h", ["a"])
+
+
+def _stand_in_slurm(folder: Path) -> Path:
+    """`srun` and `scontrol` stand-ins: srun drops its own options and runs the step here; scontrol
+    names 127.0.0.1 as the allocation's only node, so every address stays on loopback."""
+    folder.mkdir()
+    (folder / "srun").write_text('#!/bin/bash\nwhile [[ "${1:-}" == -* ]]; do shift; done\nexec "$@"\n')
+    (folder / "scontrol").write_text("#!/bin/bash\necho 127.0.0.1\n")
+    for tool in folder.iterdir():
+        tool.chmod(0o755)
+    return folder
+
+
+def _reap(marker: str, timeout: float = 30) -> list[str]:
+    """Processes whose command line holds `marker`: wait for them to exit, kill what is left (by pid),
+    and return what had to be killed."""
+    import psutil
+
+    def alive():
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if marker in " ".join(p.info["cmdline"] or []):
+                    found.append(p)
+            except psutil.Error:
+                pass
+        return found
+
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = alive()
+    for p in left:
+        p.kill()
+    return [" ".join(p.info["cmdline"]) for p in left]
+
+
+def test_slurm_recipes_run_as_written_on_one_stand_in_node(tmp_path):
+    """deploy/slurm/extract.sbatch and describe_array.sbatch, run by bash as SLURM would run them on
+    a one-node allocation (srun and scontrol replaced by stand-ins): the scripts start a real
+    scheduler and workers, extract through them, clean up after themselves, and two array tasks
+    describe every clip once between them (tiny random-weight model, `hf` engine: plumbing only)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    for k in range(6):
+        write_video(root / f"v{k}.mp4", 14 + k, size=160, shift=1 + k % 3)
+    store = tmp_path / "store"
+    job_id = f"{os.getpid()}{time.monotonic_ns() % 100000}"
+    env = {**os.environ, "PATH": f"{_stand_in_slurm(tmp_path / 'slurm')}:{BIN}:{os.environ['PATH']}",
+           "SLURM_JOB_ID": job_id, "SLURM_JOB_NODELIST": "node0", "SLURM_JOB_NUM_NODES": "1",
+           "SLURM_CPUS_PER_TASK": "2", "SLURM_SUBMIT_DIR": str(tmp_path), "TMPDIR": str(tmp_path),
+           "DATA_ROOT": str(root), "STORE": str(store), "DATASET": "folder", "FRAMES": "4", "SIZE": "64",
+           "DASK_PORT": str(_free_port()), "DASK_DASHBOARD_PORT": str(_free_port()), "HF_HUB_OFFLINE": "1",
+           "FINECLIP_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "GLOG_minloglevel": "2"}
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        proc = subprocess.run(["bash", str(repo / "deploy/slurm/extract.sbatch")], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    finally:
+        leftovers = _reap(f"dask-{job_id}") + _reap(f".dask-scheduler-{job_id}.json")
+    assert not leftovers, f"the script left processes running: {leftovers}"
+    assert not (tmp_path / f".dask-scheduler-{job_id}.json").exists()
+    manifest = pq.read_table(store / layout.MANIFEST_FILE).to_pydict()
+    assert manifest["status"] == [tables.STATUS_OK] * 6
+
+    for task in range(2):
+        proc = subprocess.run(
+            ["bash", str(repo / "deploy/slurm/describe_array.sbatch")], capture_output=True, text=True, timeout=600,
+            env={**env, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "2", "MODEL": "tiny-random",
+                 "ENGINE": "hf", "MAX_TOKENS": "8", "CHUNK": "2"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = pq.read_table(store / layout.DESCRIPTIONS_DIR).to_pydict()
+    assert Counter(rows["clip_id"]) == Counter(manifest["clip_id"])
+    assert set(rows["status"]) == {"ok"}
