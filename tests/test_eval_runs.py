@@ -1,0 +1,180 @@
+"""`finetrain run --fold`, `eval`, `predict` and `report` on a `fineprep synth` MAFW store, end to end.
+
+The store is made by the real pipeline (synth videos -> `fineprep extract`). The model is the tiny CLIP
+with random weights, trained for one epoch: these tests check plumbing, files and numbers (a fold table
+equals what its predictions recompute to, evaluation reproduces training's test scores, prediction from
+a raw video equals evaluation of the stored clip), not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from fineschema import labels as L
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def _cli(tool: str, *args, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def mafw(tmp_path_factory):
+    """A synth MAFW dataset (44 clips, 5 folds, English captions) and its store: 4 frames of 64 px."""
+    from fineprep.synth import make_dataset
+
+    base = tmp_path_factory.mktemp("evalruns")
+    root = make_dataset("mafw", base / "data", clips_per_class=4, seed=0, size=64, frames_range=(4, 5))
+    store = base / "store"
+    proc = _cli("fineprep", "extract", "--dataset", "mafw", "--root", root, "--out", store, "--frames", "4",
+                "--size", "64", "--workers", "1", "--batch-size", "16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return base, root, store
+
+
+@pytest.fixture(scope="module")
+def two_folds(mafw):
+    base, _, store = mafw
+    run = base / "run"
+    args = ("run", "--store", store, "--out", run, "--config", "tiny", "--fold", "1,2", "--quiet",
+            "optim.epochs=1", "run.threads=2")
+    proc = _cli("finetrain", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run, args, proc
+
+
+def _recompute(path):
+    from finetrain.predictions import read_predictions
+
+    p = read_predictions(path)
+    index = {n: i for i, n in enumerate(p.labels)}
+    y = [index[t] for t in p.true_labels]
+    yhat = [index[t] for t in p.pred_labels]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true": expected, left out of UAR
+        return p, skm.balanced_accuracy_score(y, yhat), skm.accuracy_score(y, yhat)
+
+
+def test_two_fold_run_writes_a_correct_fold_table(two_folds):
+    run, _, proc = two_folds
+    table = json.loads((run / "fold_table.json").read_text())
+    assert table["dataset"] == "mafw" and table["labels"] == list(L.MAFW11)
+    assert [f["fold"] for f in table["folds"]] == [1, 2]
+    assert table["missing_folds"] == [3, 4, 5] and not table["complete"]
+    uars, wars = [], []
+    for f in table["folds"]:
+        sub = run / f"fold{f['fold']}"
+        test = json.loads((sub / "test.json").read_text())  # what training reported for its test fold
+        preds, uar, war = _recompute(sub / "predictions.parquet")
+        assert set(preds.folds) == {f["fold"]} and f["count"] == len(preds) == test["count"]
+        assert f["uar"] == pytest.approx(test["uar"]) == pytest.approx(uar)
+        assert f["war"] == pytest.approx(test["war"]) == pytest.approx(war)
+        uars.append(uar)
+        wars.append(war)
+    assert table["mean"]["uar"] == pytest.approx(np.mean(uars))
+    assert table["mean"]["war"] == pytest.approx(np.mean(wars))
+    md = (run / "fold_table.md").read_text()
+    assert md.splitlines()[0].startswith("| fold | clips | UAR | WAR | happiness")
+    assert f"{100 * np.mean(uars):.2f}" in md
+    info = json.loads((run / "run.json").read_text())
+    assert info["dataset"] == "mafw" and info["folds"] == [1, 2] and info["size"] == 64
+    # the folds ran in separate sub-runs, each selected on its own validation split
+    for k in (1, 2):
+        assert (run / f"fold{k}" / "checkpoints" / "best" / "model.safetensors").is_file()
+
+
+def test_rerun_does_nothing_twice(two_folds):
+    run, args, _ = two_folds
+    before = (run / "fold1" / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns
+    proc = _cli("finetrain", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("finished earlier") == 2
+    assert (run / "fold1" / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_eval_reproduces_the_test_scores(two_folds, mafw):
+    run, _, _ = two_folds
+    _, _, store = mafw
+    proc = _cli("finetrain", "eval", "--run", run, "--store", store)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run / "eval" / "mafw-store"
+    for k in (1, 2):
+        trained, _, _ = _recompute(run / f"fold{k}" / "predictions.parquet")
+        again, _, _ = _recompute(out / f"fold{k}" / "predictions.parquet")
+        assert again.clip_ids == trained.clip_ids
+        np.testing.assert_allclose(again.probs, trained.probs, atol=1e-5)
+    table = json.loads((out / "fold_table.json").read_text())
+    assert table["mean"] == json.loads((run / "fold_table.json").read_text())["mean"]
+
+
+def test_eval_on_another_dataset_maps_classes_by_name(two_folds, tmp_path):
+    from finetrain.toystore import write_toy_store
+
+    run, _, _ = two_folds
+    dfew = write_toy_store(tmp_path / "dfew", clips_per_class=2, frames=4, size=32, label_set="dfew")
+    proc = _cli("finetrain", "eval", "--run", run, "--store", dfew, "--fold", "1", "--clips", "all",
+                "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "7 shared classes" in proc.stderr and "contempt, anxiety, helplessness, disappointment" in proc.stderr
+    from finetrain.predictions import read_predictions
+
+    p = read_predictions(tmp_path / "out" / "predictions.parquet")
+    assert p.labels == L.BASIC7 and len(p) == 14 and set(p.pred_labels) <= set(L.BASIC7)
+    np.testing.assert_allclose(p.probs.sum(1), 1.0, rtol=1e-5)
+    # a fold-3 model does not exist in this run
+    bad = _cli("finetrain", "eval", "--run", run, "--store", dfew, "--fold", "3")
+    assert bad.returncode == 2 and "no model trained on fold 3" in bad.stderr
+
+
+def test_predict_from_a_video_equals_eval_of_the_stored_clip(two_folds, mafw, tmp_path):
+    from finetrain.predictions import read_predictions
+
+    run, _, _ = two_folds
+    _, root, _ = mafw
+    stored = read_predictions(run / "fold1" / "predictions.parquet")
+    clip = stored.clip_ids[0]
+    video = next(root.rglob(f"{clip}.mp4"))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    proc = _cli("finetrain", "predict", "--run", run / "fold1", "--json", "--top-k", "3", video, empty)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # one of the two files failed
+    ok, bad = json.loads(proc.stdout)
+    assert bad["status"] == "corrupt" and "zero-byte" in bad["error"]
+    assert ok["status"] == "ok" and len(ok["top"]) == 3
+    probs = [t["prob"] for t in ok["top"]]
+    assert probs == sorted(probs, reverse=True)
+    want = sorted(zip(stored.probs[0], stored.labels, strict=True), reverse=True)[:3]
+    assert [t["label"] for t in ok["top"]] == [name for _, name in want]
+    assert probs == pytest.approx([float(p) for p, _ in want], abs=1e-4)
+    table = _cli("finetrain", "predict", "--run", run / "fold1", video)
+    assert table.returncode == 0 and want[0][1] in table.stdout
+
+
+def test_predict_says_how_to_install_the_pipeline(monkeypatch, tmp_path):
+    from finetrain.predict import PipelineMissing, extract_videos
+
+    monkeypatch.setitem(sys.modules, "fineprep.extract.clip", None)  # as if the extra were not installed
+    with pytest.raises(PipelineMissing, match=r"pip install 'fineclip\[pipeline\]'"):
+        extract_videos([tmp_path / "a.mp4"], frames=4, size=64)
+
+
+def test_report_of_a_real_run(two_folds):
+    run, _, _ = two_folds
+    proc = _cli("finetrain", "report", "--run", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    png = (run / "report" / "report.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 50_000
+    assert json.loads((run / "report" / "fold_table.json").read_text())["mean"] == \
+        json.loads((run / "fold_table.json").read_text())["mean"]
