@@ -111,10 +111,12 @@ def compose_invocations() -> list[Invocation]:
 
 
 def docs_invocations() -> list[Invocation]:
+    """Commands in the bash blocks of docs/cluster.md and of README.md (what a new user copies)."""
     found = []
-    blocks = re.findall(r"```(?:bash|sh|shell)\n(.*?)```", DOCS.read_text(), flags=re.S)
-    for k, block in enumerate(blocks):
-        found += shell_invocations(block, f"docs/cluster.md bash block {k + 1}")
+    for doc in (DOCS, ROOT / "README.md"):
+        blocks = re.findall(r"```(?:bash|sh|shell)\n(.*?)```", doc.read_text(), flags=re.S)
+        for k, block in enumerate(blocks):
+            found += shell_invocations(block, f"{doc.relative_to(ROOT)} bash block {k + 1}")
     return found
 
 
@@ -193,7 +195,7 @@ def check_ours(inv: Invocation, argv: tuple[str, ...]) -> list[str]:
         if "$" in value or "<" in value:          # a shell variable or an unset compose variable
             continue
         try:
-            param.process_value(ctx, value)
+            param.process_value(ctx, (value,) if getattr(param, "multiple", False) else value)
         except Exception as exc:  # the CLI's own BadParameter
             problems.append(f"{inv}: {flag} {value!r}: {getattr(exc, 'message', exc)}")
     for p in params:
