@@ -100,7 +100,7 @@ def test_rerun_does_nothing_twice(two_folds):
     before = (run / "fold1" / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns
     proc = _cli("finetrain", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stderr.count("finished earlier") == 2
+    assert " ".join(proc.stderr.split()).count("finished earlier") == 2
     assert (run / "fold1" / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns == before
 
 
@@ -127,7 +127,8 @@ def test_eval_on_another_dataset_maps_classes_by_name(two_folds, tmp_path):
     proc = _cli("finetrain", "eval", "--run", run, "--store", dfew, "--fold", "1", "--clips", "all",
                 "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "7 shared classes" in proc.stderr and "contempt, anxiety, helplessness, disappointment" in proc.stderr
+    said = " ".join(proc.stderr.split())  # the console wraps long lines
+    assert "7 shared classes" in said and "contempt, anxiety, helplessness, disappointment" in said
     from finetrain.predictions import read_predictions
 
     p = read_predictions(tmp_path / "out" / "predictions.parquet")
@@ -178,3 +179,87 @@ def test_report_of_a_real_run(two_folds):
     assert png.startswith(b"\x89PNG") and len(png) > 50_000
     assert json.loads((run / "report" / "fold_table.json").read_text())["mean"] == \
         json.loads((run / "fold_table.json").read_text())["mean"]
+
+
+def _caption_worded_descriptors(path: Path) -> Path:
+    """Label descriptors in the wording of the synthetic captions: a context sentence, then the class's cues."""
+    import yaml
+
+    from fineprep.synth.captions import CONTEXTS, CUES
+
+    context = CONTEXTS[0][0].format(who="A person", obj="them")
+    classes = {name: [f"{context} {en}" for en, _ in cues] for name, cues in CUES.items()}
+    classes["neutral"] = [f"{context} The face stays relaxed and still.", f"{context} Nothing in the face moves."]
+    path.write_text(yaml.safe_dump({"version": 1, "positive": "A face.", "negative": "A face with no {label}.",
+                                    "classes": classes}))
+    return path
+
+
+def test_zero_shot_on_captions_trains_without_labels_and_classifies_a_held_out_fold(mafw, tmp_path):
+    """Zero-shot on MAFW captions: video-text training on fold 1's training clips, then the fold's test
+    clips (identities never seen in training) are classified by matching label descriptors.
+
+    Plumbing and learning signal only. With the random-weight tiny CLIP, matching a descriptor to a video
+    goes through a text encoder that cannot relate paraphrases, so held-out accuracy is not reliably above
+    chance (measured on 66-clip synth stores, WAR 0.29 / 0.38 / 0.08 on folds 1-3 against 0.09); that needs
+    pretrained CLIP weights. Setting: blendshape stream only, descriptors in the captions' own wording.
+    """
+    _, _, store = mafw
+    run = tmp_path / "zs"
+    desc = _caption_worded_descriptors(tmp_path / "descriptors.yaml")
+    proc = _cli("finetrain", "run", "--store", store, "--out", run, "--config", "tiny", "--mode", "zero-shot",
+                "--text", "captions", "--fold", "1", "--quiet", "model.streams=[blendshapes]", "optim.epochs=10",
+                f"model.descriptors={desc}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "labels are not used" in " ".join(proc.stderr.split())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 11)) and {r["split"] for r in rows} == {"train"}
+    assert rows[-1]["loss"] < 0.8 * rows[0]["loss"]  # the video-text alignment is learned
+    test = json.loads((run / "test.json").read_text())
+    stored = read_test_clips(store, fold=1)
+    assert test["count"] == len(stored) and sum(test["support"].values()) == len(stored)
+    assert json.loads((run / "run.json").read_text())["mode"] == "zero-shot"
+    # a zero-shot run is an ordinary run for eval: the same numbers from its checkpoint
+    again = _cli("finetrain", "eval", "--run", run, "--store", store)
+    assert again.returncode == 0, again.stderr[-3000:]
+    table = json.loads((run / "eval" / "mafw-store" / "fold_table.json").read_text())
+    assert table["mean"]["war"] == pytest.approx(test["war"]) and table["mean"]["uar"] == pytest.approx(test["uar"])
+
+
+def read_test_clips(store: Path, fold: int) -> list[str]:
+    import pyarrow.parquet as pq
+
+    m = pq.read_table(store / "manifest.parquet").to_pylist()
+    return [r["clip_id"] for r in m if r["status"] == "ok" and r["label"] and fold in (r["test_folds"] or [])]
+
+
+def test_zero_shot_never_reads_labels(mafw, tmp_path):
+    """Training on a copy of the store whose labels are shuffled gives bit-identical weights."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from safetensors.torch import load_file
+
+    from finetrain.config import load_config
+    from finetrain.zeroshot import train_zero_shot
+
+    _, _, store = mafw
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(store, shuffled)
+    table = pq.read_table(shuffled / "manifest.parquet")
+    perm = np.random.default_rng(0).permutation(table.num_rows)
+    for col in ("label", "label_index"):
+        table = table.set_column(table.schema.get_field_index(col), col, pa.array(table[col].to_numpy(False)[perm],
+                                                                                   table.schema.field(col).type))
+    pq.write_table(table, shuffled / "manifest.parquet")
+    assert pq.read_table(shuffled / "manifest.parquet")["label"] != pq.read_table(store / "manifest.parquet")["label"]
+    weights = []
+    for name, source in (("a", store), ("b", shuffled)):
+        cfg = load_config("tiny", ["model.streams=[blendshapes]", "optim.epochs=2", "run.fold=2"])
+        train_zero_shot(cfg, source, tmp_path / name, text="captions", progress=False)
+        weights.append(load_file(str(tmp_path / name / "checkpoints" / "last" / "model.safetensors")))
+    a, b = weights
+    assert set(a) == set(b)
+    assert all(bool((a[k] == b[k]).all()) for k in a)
+    assert any(float(a[k].abs().max()) > 0 for k in a if k.endswith("up.weight"))  # the adapters did train
