@@ -64,7 +64,8 @@ def main(
                "--frames", "4", "--max-tokens", "24"])
     if train:
         _step("6. a short training run (tiny config, random-weight CLIP)",
-              [finetrain, "run", "--store", str(store), "--config", "tiny", "--out", str(run), "--fold", "1"])
+              [finetrain, "run", "--store", str(store), "--config", "tiny", "--out", str(run), "--fold", "1",
+               "optim.epochs=30"])
     console.rule("[bold]where to look")
     console.print(f"store:          {store}/manifest.parquet and {store}/arrays.zarr")
     console.print(f"contact sheet:  {sheet}  (frames with parsing overlay and landmarks)")

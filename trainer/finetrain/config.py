@@ -51,6 +51,7 @@ class DataConfig:
     val_fraction: float = 0.1
     num_workers: int = 2
     description_words: int = 60         # descriptions are cut to this many words before tokenising
+    random_descriptions: bool = False   # also use descriptions from random-weight models (plumbing runs only)
 
 
 @dataclass

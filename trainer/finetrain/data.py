@@ -43,6 +43,9 @@ class StoreInfo:
     train_folds: list[list[int]]
     test_folds: list[list[int]]
     descriptions: dict[str, str] = field(default_factory=dict)
+    # descriptions written by a random-weight model (rows marked `random_weights`): meaningless text,
+    # kept apart so training never uses them unless asked to (data.random_descriptions=true)
+    random_descriptions: dict[str, str] = field(default_factory=dict)
 
     @property
     def frames(self) -> int:
@@ -82,21 +85,25 @@ class StoreInfo:
             label_index=np.asarray([position[lab] for lab in rows["label"]], dtype=np.int64),
             train_folds=[list(f or []) for f in rows["train_folds"]],
             test_folds=[list(f or []) for f in rows["test_folds"]],
-            descriptions=read_descriptions(root),
+            descriptions=read_descriptions(root, random_weights=False),
+            random_descriptions=read_descriptions(root, random_weights=True),
         )
 
 
-def read_descriptions(root: str | Path) -> dict[str, str]:
-    """clip id -> refined description, from `descriptions/part-*.parquet` (ok rows; newest wins)."""
+def read_descriptions(root: str | Path, random_weights: bool = False) -> dict[str, str]:
+    """clip id -> refined description, from `descriptions/part-*.parquet` (ok rows; newest wins).
+
+    `random_weights` picks the rows a random-weight model wrote (True) or the others (False)."""
     folder = Path(root) / layout.DESCRIPTIONS_DIR
     out: dict[str, tuple] = {}
     if not folder.is_dir():
         return {}
     for part in sorted(folder.glob("*.parquet")):
-        rows = pq.read_table(part, columns=["clip_id", "refined_text", "status", "created_at"]).to_pylist()
+        rows = pq.read_table(part, columns=["clip_id", "refined_text", "status", "created_at",
+                                            "random_weights"]).to_pylist()
         for row in rows:
             text = (row["refined_text"] or "").strip()
-            if row["status"] != tables.STATUS_OK or not text:
+            if row["status"] != tables.STATUS_OK or not text or bool(row["random_weights"]) != random_weights:
                 continue
             stamp = row["created_at"].timestamp() if row["created_at"] is not None else 0.0
             if row["clip_id"] not in out or stamp >= out[row["clip_id"]][0]:

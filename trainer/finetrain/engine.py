@@ -56,11 +56,19 @@ def prepare(cfg: Config, store: str | Path) -> Prepared:
         fineprompts.load_descriptors(info.labels, cfg.model.descriptors)
     except KeyError as exc:
         raise ConfigError(f"store label set {info.attrs['label_set']!r}: {exc.args[0]}") from None
+    if cfg.data.random_descriptions and info.random_descriptions:
+        info.descriptions = {**info.random_descriptions, **info.descriptions}
+        notes.append("using descriptions from a random-weight model (data.random_descriptions=true): "
+                     "meaningless text, for plumbing runs only")
+    elif info.random_descriptions and not info.descriptions and "description" in cfg.model.streams:
+        notes.append("the store's descriptions come from a random-weight model (meaningless text); the description "
+                     "stream and loss are off (set data.random_descriptions=true to use them anyway)")
     if "description" in cfg.model.streams and not info.descriptions:
         cfg.model.streams = [s for s in cfg.model.streams if s != "description"]
         if cfg.model.fusion_weights is not None and len(cfg.model.fusion_weights) == len(cfg.model.streams) + 1:
             raise ConfigError("model.fusion_weights names a description stream, but the store has no descriptions")
-        notes.append("the store has no descriptions: the description stream and loss are off")
+        if not info.random_descriptions:
+            notes.append("the store has no descriptions: the description stream and loss are off")
         if not cfg.model.streams:
             raise ConfigError("model.streams holds only description, and the store has no descriptions")
     split = fold_split(info.train_folds, info.test_folds, info.label_index, cfg.run.fold,
