@@ -37,7 +37,14 @@ from .engines.base import ClipRequest, Engine, GenerationSettings, Result, error
 from .prompting import build_messages, clip_media
 from .refine import leak_rate, llm_refine, refine_text
 from .registry import resolve
-from .runner import RANDOM_WEIGHTS_NOTE, DescribeConfig, DescribeError, Summary, _open_frames, select_clips
+from .runner import (
+    RANDOM_WEIGHTS_NOTE,
+    DescribeConfig,
+    DescribeError,
+    Summary,
+    _open_frames,
+    plan_describe,
+)
 
 
 @dataclass(frozen=True)
@@ -180,18 +187,10 @@ def run_describe_dask(cfg: DescribeConfig, scheduler: str, progress: bool = True
     import fineprompts
 
     cfg = replace(cfg, store=Path(cfg.store).resolve())       # workers need the path, not our cwd
-    _, prompt_hash = fineprompts.load_instruction(cfg.prompt_id)
-    prompt_id = cfg.prompt_id or fineprompts.default_instruction_id()
-    spec = resolve(cfg.model, cfg.template, cfg.frames_as)
-    clips, dataset = select_clips(cfg.store, cfg.shard)
-    done = writer.done_clip_ids(cfg.store, spec.record_name, prompt_hash)
-    todo = [c for c in clips if c[0] not in done]
-    summary = Summary(selected=len(clips), skipped=len(clips) - len(todo))
+    plan = plan_describe(cfg, log)
+    prompt_hash, spec, dataset, todo, summary = plan.prompt_hash, plan.spec, plan.dataset, plan.todo, plan.summary
     if not todo:
-        log(f"nothing to do: {len(clips)} clips already described by {spec.record_name} with prompt {prompt_id}")
         return summary
-    if spec.random_weights:
-        log(f"model {cfg.model}: random weights, the descriptions are meaningless text (plumbing only)")
 
     try:
         client = Client(scheduler, timeout="30s")

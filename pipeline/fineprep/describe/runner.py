@@ -109,23 +109,47 @@ def _open_frames(store: Path):
         raise DescribeError(f"cannot open frames in {path}: {error_text(exc)}") from exc
 
 
+@dataclass
+class Plan:
+    """What a describe job has left to do: the same for the local runner and the Dask dispatch."""
+
+    instruction: str
+    prompt_id: str
+    prompt_hash: str
+    spec: object            # registry.ModelSpec
+    dataset: str | None
+    todo: list              # (clip_id, store_index) pairs not yet described by this model and prompt
+    summary: Summary
+
+
+def plan_describe(cfg: DescribeConfig, log: Callable[[str], None] = print) -> Plan:
+    """Resolve the prompt and model, pick this shard's clips and drop those already described."""
+    import fineprompts
+
+    instruction, prompt_hash = fineprompts.load_instruction(cfg.prompt_id)
+    prompt_id = cfg.prompt_id or fineprompts.default_instruction_id()
+    spec = resolve(cfg.model, cfg.template, cfg.frames_as)
+    clips, dataset = select_clips(Path(cfg.store), cfg.shard)
+    done = writer.done_clip_ids(Path(cfg.store), spec.record_name, prompt_hash)
+    todo = [c for c in clips if c[0] not in done]
+    summary = Summary(selected=len(clips), skipped=len(clips) - len(todo))
+    if not todo:
+        log(f"nothing to do: {len(clips)} clips already described by {spec.record_name} with prompt {prompt_id}")
+    elif spec.random_weights:
+        log(f"model {cfg.model}: random weights, the descriptions are meaningless text (plumbing only)")
+    return Plan(instruction, prompt_id, prompt_hash, spec, dataset, todo, summary)
+
+
 def run_describe(cfg: DescribeConfig, engine_factory: Callable[..., Engine] = make_engine,
                  progress: bool = True, log: Callable[[str], None] = print) -> Summary:
     import fineprompts
 
     store = Path(cfg.store)
-    instruction, prompt_hash = fineprompts.load_instruction(cfg.prompt_id)
-    prompt_id = cfg.prompt_id or fineprompts.default_instruction_id()
-    spec = resolve(cfg.model, cfg.template, cfg.frames_as)
-    clips, dataset = select_clips(store, cfg.shard)
-    done = writer.done_clip_ids(store, spec.record_name, prompt_hash)
-    todo = [c for c in clips if c[0] not in done]
-    summary = Summary(selected=len(clips), skipped=len(clips) - len(todo))
+    plan = plan_describe(cfg, log)
+    instruction, prompt_id, prompt_hash = plan.instruction, plan.prompt_id, plan.prompt_hash
+    spec, dataset, todo, summary = plan.spec, plan.dataset, plan.todo, plan.summary
     if not todo:
-        log(f"nothing to do: {len(clips)} clips already described by {spec.record_name} with prompt {prompt_id}")
         return summary
-    if spec.random_weights:
-        log(f"model {cfg.model}: random weights, the descriptions are meaningless text (plumbing only)")
     lexicon = fineprompts.load_lexicon(dataset)
     frames_arr = _open_frames(store)
     settings = GenerationSettings(max_tokens=cfg.max_tokens, seed=cfg.seed, options=cfg.options)
