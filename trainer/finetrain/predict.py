@@ -171,16 +171,22 @@ def extract_videos(paths: list[Path], frames: int, size: int, margin: float = 0.
         model_path, _ = faces.resolve_landmarker(landmarker)
     except faces.ModelError as exc:
         raise PredictError(str(exc)) from None
+    from rich.console import Console
+    from rich.progress import Progress
+
     settings = Settings(frames=frames, size=size, margin=margin)
     models = faces.get_models(model_path)
     parser = get_parser(settings.parser)
     results = []
-    with models.tracker() as tracker:
+    with models.tracker() as tracker, Progress(console=Console(stderr=True), transient=True,
+                                                     disable=len(paths) < 2) as bar:
+        task = bar.add_task("extracting", total=len(paths))
         for path in paths:
             path = Path(path).resolve()
             media = "frames" if path.is_dir() else "video"
             entry = ClipEntry(clip_id=path.name, dataset="folder", source_path=path.name, media=media)
             results.append(extract_clip(entry, path.parent, settings, models, tracker, parser))
+            bar.advance(task)
     return results
 
 
