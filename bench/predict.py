@@ -24,9 +24,9 @@ import numpy as np
 
 
 def _model(name: str, frames: int):
+    from fineschema.labels import BASIC7
     from finetrain.config import load_config
     from finetrain.model import build_model
-    from fineschema.labels import BASIC7
 
     overrides = ["model.pretrained=null", f"data.frames={frames}", "data.num_workers=0"]
     if name != "tiny":
