@@ -192,7 +192,7 @@ def render(runs: Sequence[str | Path], out_dir: str | Path, title: str | None = 
     ax = fig.add_subplot(grid[2, :])
     ax.axis("off")
     if table is not None:
-        rows = _table_rows(table)
+        rows = _table_rows(table, short=True)
         tab = ax.table(cellText=rows[1:], colLabels=rows[0], loc="upper center", cellLoc="center")
         tab.auto_set_font_size(False)
         tab.set_fontsize(8)
@@ -227,9 +227,11 @@ def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
-def _table_rows(table: dict) -> list[list[str]]:
+def _table_rows(table: dict, short: bool = False) -> list[list[str]]:
+    """Header and rows of the fold table; `short` abbreviates long class names to fit a PNG cell."""
     labels = table["labels"]
-    rows = [["fold", "clips", "UAR", "WAR", *labels]]
+    heads = [n if not short or len(n) <= 9 else n[:7] + "." for n in labels]
+    rows = [["fold", "clips", "UAR", "WAR", *heads]]
     for f in table["folds"]:
         rows.append(["–" if f["fold"] is None else str(f["fold"]), str(f["count"]), _pct(f["uar"]),
                      _pct(f["war"]), *[_pct(f["per_class_recall"][n]) for n in labels]])
