@@ -264,3 +264,23 @@ def test_zero_shot_never_reads_labels(mafw, tmp_path):
     assert set(a) == set(b)
     assert all(bool((a[k] == b[k]).all()) for k in a)
     assert any(float(a[k].abs().max()) > 0 for k in a if k.endswith("up.weight"))  # the adapters did train
+
+
+def test_fold_all_run_that_stops_is_finished_by_resume(tmp_path):
+    """`--fold all` with a step limit stops every fold before its test and writes no table; the same
+    command with --resume finishes each fold from its checkpoint and then writes the table."""
+    from finetrain.toystore import write_toy_store
+
+    store = write_toy_store(tmp_path / "toy", clips_per_class=4, frames=4, size=32, folds=2)
+    run = tmp_path / "run"
+    base = ("run", "--store", store, "--out", run, "--config", "tiny", "--fold", "all", "--quiet", "optim.epochs=2")
+    first = _cli("finetrain", *base, "run.max_steps=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "stopped before their test" in " ".join(first.stderr.split())
+    assert not (run / "fold_table.json").exists() and not (run / "fold1" / "test.json").exists()
+    second = _cli("finetrain", *base, "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    table = json.loads((run / "fold_table.json").read_text())
+    assert [f["fold"] for f in table["folds"]] == [1, 2]
+    for f in table["folds"]:
+        assert f["count"] == json.loads((run / f"fold{f['fold']}" / "test.json").read_text())["count"]

@@ -241,6 +241,7 @@ def run_folds(cfg, store: str | Path, out: str | Path, folds: list[int] | str = 
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_run_info(out, mode=mode, text=text, folds=wanted, **store_run_info(info))
+    unfinished = []
     for k in wanted:
         sub = out / f"fold{k}"
         if (sub / TEST_JSON).is_file():
@@ -253,11 +254,17 @@ def run_folds(cfg, store: str | Path, out: str | Path, folds: list[int] | str = 
             train_zero_shot(fold_cfg, store, sub, text=text or "captions", resume=part_resume, console=console,
                             progress=progress)
         else:
-            train(fold_cfg, store, sub, resume=part_resume, console=console, progress=progress)
+            summary = train(fold_cfg, store, sub, resume=part_resume, console=console, progress=progress)
             if main:
                 write_run_info(sub, mode=mode, fold=k, **store_run_info(info))
+            if summary.get("stopped"):
+                unfinished.append(k)
     if not main:
         return {}
+    if unfinished:
+        console.print(f"folds {unfinished} stopped before their test (run.max_steps); the fold table is written "
+                      "once every fold has finished: run the same command again with --resume")
+        return {"unfinished": unfinished}
     table = build_table(collect([out]), info.attrs.get("dataset"))
     js, md = write_table(out, table)
     console.print(to_markdown(table), soft_wrap=True, highlight=False)
