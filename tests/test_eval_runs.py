@@ -159,8 +159,13 @@ def test_predict_from_a_video_equals_eval_of_the_stored_clip(two_folds, mafw, tm
     want = sorted(zip(stored.probs[0], stored.labels, strict=True), reverse=True)[:3]
     assert [t["label"] for t in ok["top"]] == [name for _, name in want]
     assert probs == pytest.approx([float(p) for p, _ in want], abs=1e-4)
-    table = _cli("finetrain", "predict", "--run", run / "fold1", video)
+    # the run folder of `--fold all` picks its lowest fold's model, or the one asked for
+    table = _cli("finetrain", "predict", "--run", run, video)
     assert table.returncode == 0 and want[0][1] in table.stdout
+    same = _cli("finetrain", "predict", "--run", run, "--fold", "1", "--json", video)
+    assert json.loads(same.stdout)[0]["top"] == ok["top"]
+    absent = _cli("finetrain", "predict", "--run", run, "--fold", "3", video)
+    assert absent.returncode == 2 and "no model trained on fold 3" in absent.stderr
 
 
 def test_predict_says_how_to_install_the_pipeline(monkeypatch, tmp_path):

@@ -38,6 +38,23 @@ def checkpoint_dir(run: str | Path, which: str = "best") -> Path:
     return folder
 
 
+def pick_model_run(run: str | Path, fold: int | None = None) -> Path:
+    """The folder holding the model to use: the run itself, or one fold of a `--fold all` run
+    (`fold`, or the lowest fold when none is given)."""
+    run = Path(run)
+    if fold is None and (run / "checkpoints" / "best").is_dir():
+        return run
+    subs = {int(p.name[4:]): p for p in run.glob("fold*")
+            if p.name[4:].isdigit() and (p / "checkpoints" / "best").is_dir()}
+    if fold is not None:
+        if fold not in subs:
+            raise PredictError(f"{run}: no model trained on fold {fold} (have: {sorted(subs) or 'none'})")
+        return subs[fold]
+    if not subs:
+        raise PredictError(f"{run}: no trained model here (checkpoints/best) nor in fold*/ sub-runs")
+    return subs[min(subs)]
+
+
 def model_frames(folder: Path) -> int:
     """Frames the temporal heads were built for, read from the checkpoint's tensor shapes."""
     from safetensors import safe_open
@@ -191,11 +208,13 @@ def extract_videos(paths: list[Path], frames: int, size: int, margin: float = 0.
 
 
 def predict_videos(run: str | Path, paths: list[Path], top_k: int = 3, which: str = "best",
-                   device: str = "cpu", landmarker: Path | None = None) -> list[VideoResult]:
-    """Top-k classes with probabilities for each video; a file that fails is reported, not fatal."""
+                   device: str = "cpu", landmarker: Path | None = None, fold: int | None = None) -> list[VideoResult]:
+    """Top-k classes with probabilities for each video; a file that fails is reported, not fatal.
+    For a `--fold all` run the model of `fold` is used (the lowest fold by default)."""
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         raise PredictError(f"no such file: {', '.join(missing)}")
+    run = pick_model_run(run, fold)
     model, cfg = load_model(run, which=which, device=device)
     frames = model_frames(checkpoint_dir(run, which))
     settings = extraction_settings(run, frames)

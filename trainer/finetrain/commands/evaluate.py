@@ -88,6 +88,8 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     landmarker: Path | None = typer.Option(None, "--landmarker", help="face_landmarker.task (default: bundled)."),
+    fold: int | None = typer.Option(None, "--fold", help="For a `--fold all` run: the fold whose model to use "
+                                    "(default: the lowest)."),
 ) -> None:
     """Top-k expression classes with probabilities for each video, extracted in-process by the pipeline."""
     from finetrain.checkpoint import CheckpointError
@@ -95,7 +97,7 @@ def predict(
     from finetrain.predict import PredictError, predict_videos, results_json
 
     try:
-        results = predict_videos(run, videos, top_k=top_k, device=device, landmarker=landmarker)
+        results = predict_videos(run, videos, top_k=top_k, device=device, landmarker=landmarker, fold=fold)
     except (PredictError, ConfigError, CheckpointError) as exc:
         _fail(str(exc))
     if as_json:
