@@ -95,37 +95,19 @@ def run_labels(run: str | Path, which: str = "best") -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------------ arrays
-class _ArrayInfo:
-    """Just enough of `StoreInfo` for `StoreDataset` over in-memory clips."""
-
-    def __init__(self, clip_ids: list[str], frames: int, size: int, labels: tuple[str, ...]):
-        self.root = None
-        self.attrs = {"frames": frames, "size": size}
-        self.labels = labels
-        self.clip_ids = clip_ids
-        self.store_index = np.arange(len(clip_ids))
-        self.label_index = np.zeros(len(clip_ids), dtype=np.int64)
-        self.descriptions: dict[str, str] = {}
-
-    @property
-    def frames(self) -> int:
-        return int(self.attrs["frames"])
-
-    @property
-    def size(self) -> int:
-        return int(self.attrs["size"])
-
-
 def _array_dataset(arrays: dict[str, np.ndarray], clip_ids: list[str], model, cfg):
     """`StoreDataset` reading from arrays (N, T, ...) in memory instead of a Zarr group."""
-    from .data import StoreDataset
+    from .data import StoreDataset, StoreInfo
 
     class ArrayDataset(StoreDataset):
         def _arrays(self):
             return arrays
 
     frames, size = arrays["frames"].shape[1], arrays["frames"].shape[2]
-    info = _ArrayInfo(clip_ids, frames, size, model.labels)
+    n = len(clip_ids)
+    info = StoreInfo(root=None, attrs={"frames": frames, "size": size}, labels=model.labels, clip_ids=clip_ids,
+                     store_index=np.arange(n), label_index=np.zeros(n, dtype=np.int64),
+                     train_folds=[[] for _ in range(n)], test_folds=[[] for _ in range(n)])
     return ArrayDataset(info, np.arange(len(clip_ids)), image_size=model.image_size, frames=cfg.data.frames,
                         train=False, data_cfg=cfg.data, streams=model.streams, tokenizer=model.tokenizer)
 
