@@ -46,6 +46,20 @@ class Prepared:
     notes: list[str]
 
 
+def seeded_model(cfg: Config, info) -> tuple[torch.nn.Module, torch.device, int, int]:
+    """Seed, then build the model for the store's labels and frames on the run's device.
+
+    Returns (model, device, trainable parameters, total parameters)."""
+    from .model import build_model, count_parameters
+
+    device = resolve_device(cfg.run.device)
+    seed_everything(cfg.run.seed)
+    frames = min(cfg.data.frames or info.frames, info.frames)
+    model = build_model(cfg, info.labels, frames).to(device)
+    trainable, total = count_parameters(model)
+    return model, device, trainable, total
+
+
 def prepare(cfg: Config, store: str | Path) -> Prepared:
     """Validate the store, the fold and the descriptors against the config; raise one-line errors."""
     import fineprompts
@@ -219,8 +233,6 @@ def train(cfg: Config, store: str | Path, out: str | Path, resume: bool = False,
     """Train one fold; return a summary (validation best, test scores). See the module docstring."""
     from rich.console import Console
 
-    from .model import build_model, count_parameters
-
     out = Path(out)
     world, rank = init_distributed()
     main = rank == 0
@@ -237,11 +249,7 @@ def train(cfg: Config, store: str | Path, out: str | Path, resume: bool = False,
     info, split = prep.info, prep.split
     for note in prep.notes:
         console.print(f"[yellow]note:[/] {note}")
-    device = resolve_device(cfg.run.device)
-    seed_everything(cfg.run.seed)
-    frames = min(cfg.data.frames or info.frames, info.frames)
-    model = build_model(cfg, info.labels, frames).to(device)
-    trainable, total = count_parameters(model)
+    model, device, trainable, total = seeded_model(cfg, info)
     console.print(f"model {cfg.model.backbone} ({cfg.model.pretrained or 'random weights'}), streams "
                   f"{', '.join(model.streams)}: {trainable:,} trainable of {total:,} parameters")
     console.print(f"fold {split.fold}: {len(split.train)} train, {len(split.val)} validation, "

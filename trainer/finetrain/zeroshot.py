@@ -100,7 +100,6 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
 
     from . import engine as E
     from .data import ShardedBatchSampler, StoreDataset, StoreInfo
-    from .model import build_model, count_parameters
     from .split import fold_split
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -119,11 +118,8 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
     rows = np.asarray([r for r in split.train if info.clip_ids[r] in texts], dtype=np.int64)
     if len(rows) < 2:
         raise ZeroShotError(f"fold {split.fold}: {len(rows)} training clips have {text}; need at least 2")
-    device = E.resolve_device(cfg.run.device)
-    E.seed_everything(cfg.run.seed)
+    model, device, trainable, total = E.seeded_model(cfg, info)
     frames = min(cfg.data.frames or info.frames, info.frames)
-    model = build_model(cfg, info.labels, frames).to(device)
-    trainable, total = count_parameters(model)
     console.print(f"zero-shot ({text}), model {cfg.model.backbone}, streams {', '.join(model.streams)}: "
                   f"{trainable:,} trainable of {total:,} parameters")
     console.print(f"fold {split.fold}: {len(rows)} training clips with {text} (of {len(split.train)}), "
