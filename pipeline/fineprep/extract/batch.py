@@ -45,6 +45,21 @@ def _limit_threads() -> None:
     cv2.setNumThreads(1)
 
 
+def peak_rss_mb() -> float:
+    """This process's resident-memory high-water mark in MB.
+
+    Linux's VmHWM belongs to the process's own address space; ru_maxrss survives exec, so a worker
+    spawned by a big parent would report the parent's peak as its own.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 _WRITERS: dict[str, ArrayWriter] = {}
 
 
@@ -68,7 +83,6 @@ def warm_up(model_path: str, parser: str, out: str) -> int:
     blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((224, 224, 3), np.uint8))
     with quiet_native_logs():
         models.still.detect(blank)          # first inference sets up the CPU kernels
-        models.detector.detect(blank)
     get_parser(parser)
     from .parsing import mesh_regions
 
@@ -109,6 +123,6 @@ def run_batch(spec: BatchSpec) -> BatchReport:
     timer.add("marker", t0)
     import psutil
 
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     now_mb = psutil.Process().memory_info().rss / 2**20
     return BatchReport(spec.batch, statuses, dict(timer.seconds), os.getpid(), peak_mb, now_mb)

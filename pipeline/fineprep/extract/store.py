@@ -60,7 +60,6 @@ def prepare(out: Path, attrs: dict, overwrite: bool) -> bool:
     existing store's arrays, parts and manifest are removed first.
     """
     import zarr
-    from zarr.codecs import BloscCodec, BloscShuffle
 
     zpath = out / layout.ARRAYS_DIR
     if zpath.exists():
@@ -90,19 +89,29 @@ def prepare(out: Path, attrs: dict, overwrite: bool) -> bool:
     frames, size = attrs["frames"], attrs["size"]
     group = zarr.open_group(str(zpath), mode="w", zarr_format=3)
     for spec in layout.ARRAYS:
-        # Byte shuffle helps float32 (exponent bytes line up); for uint8 images it is a no-op and
-        # bitshuffle made frames 60 % larger and slower. zstd level 1 on frames: level 3 saved a quarter
-        # of the bytes but tripled the encode time, the largest cost after the landmarker (bench/extract.py).
-        floats = spec.dtype == "float32"
-        codec = BloscCodec(cname="zstd", clevel=3 if floats else 1,
-                           shuffle=BloscShuffle.shuffle if floats else BloscShuffle.noshuffle)
         group.create_array(
             spec.name, shape=spec.concrete_shape(n, frames, size), chunks=spec.chunk_shape(frames, size),
-            dtype=spec.dtype, fill_value=0, compressors=codec,
+            dtype=spec.dtype, fill_value=0, compressors=codec_for(spec.dtype),
         )
     # Attributes last: a group with attributes is a fully created store.
     group.attrs.update(_normalise(attrs))
     return False
+
+
+def codec_for(dtype: str):
+    """Blosc settings per array, measured on face crops (16 x 224 x 224 x 3 per clip; bench/extract.py):
+
+    uint8 images take LZ4 at level 9 without shuffle: against zstd level 1 it encodes in 0.6x the
+    CPU and decodes in 0.4x (the trainer reads every clip once per epoch) for 8 % more bytes; zstd
+    level 3 saves a quarter of the bytes but costs 1.7x zstd-1's encode time. float32 arrays
+    (landmarks, blendshapes) are small and take byte shuffle, which lines up their exponent bytes,
+    with zstd level 3.
+    """
+    from zarr.codecs import BloscCodec, BloscShuffle
+
+    if dtype == "float32":
+        return BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.shuffle)
+    return BloscCodec(cname="lz4", clevel=9, shuffle=BloscShuffle.noshuffle)
 
 
 def _describe(key: str, old, new) -> str:
@@ -113,13 +122,19 @@ def _describe(key: str, old, new) -> str:
 
 
 class ArrayWriter:
-    """Opens the store's arrays once per batch and writes whole clips (one chunk each)."""
+    """Opens the store's arrays once per worker and writes whole clips (one chunk each).
+
+    Each write fills a whole chunk, so zarr's check for chunks equal to the fill value (which it
+    would then leave unwritten) is switched off: on a clip's frames that check alone took 13 ms,
+    more than compressing them (zarr 3.1 compares with `array_equal(..., equal_nan=True)`).
+    """
 
     def __init__(self, out: Path):
         import zarr
 
         group = zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r+")
-        self.arrays = {spec.name: group[spec.name] for spec in layout.ARRAYS}
+        self.arrays = {spec.name: group[spec.name].with_config({"write_empty_chunks": True})
+                       for spec in layout.ARRAYS}
 
     def write(self, store_index: int, arrays: dict[str, np.ndarray]) -> None:
         for name, arr in self.arrays.items():
