@@ -5,6 +5,11 @@ dots (and blendshapes), with training augmentation, through a DataLoader with 0,
 
 Without --store it writes a toy store (random-noise frames, which compress worse than faces) of
 `--clips` clips at the given frames/size into a temporary folder. Target: >= 50 clips/s per core.
+
+The DataLoader is built as the trainer builds it (workers re-started every epoch, prefetch 2). Each
+epoch's rate counts the CPU time of all processes, worker start-up included; "steady" leaves out
+start-up: it compares the epoch with one of a single batch per worker. Load averages are printed,
+since other jobs on the machine slow memory-bound work even in CPU time.
 """
 
 from __future__ import annotations
@@ -37,24 +42,83 @@ def main(store: Path = typer.Option(None, help="An existing store (default: a to
     ds = StoreDataset(info, range(len(info)), image_size=image_size, frames=frames, train=True, data_cfg=cfg,
                       streams=("frames", "parsing", "landmarks", "blendshapes"))
     print(f"store {store}: {len(info)} clips, {info.frames} frames of {info.size} px -> {frames} x {image_size} px; "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs; load average {_load()}")
+    _steps(ds)
     for w in [int(x) for x in workers.split(",")]:
-        best, best_cpu = 0.0, 0.0
+        first = min(len(ds), batch_size * max(w, 1))
+        best, best_cpu, best_steady, start_cpu = 0.0, 0.0, 0.0, float("inf")
         for r in range(repeats):
             ds.set_epoch(r)
-            loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=w, shuffle=False,
-                                                 persistent_workers=False)
-            cpu0 = _cpu_seconds()
-            start, n = time.perf_counter(), 0
-            for batch in loader:
-                n += batch["frames"].shape[0]
-            del loader  # joins the workers, so their CPU time is counted
-            wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
+            n1, _, cpu1 = _epoch(torch.utils.data.Subset(ds, range(first)), w, batch_size)
+            n, wall, cpu = _epoch(ds, w, batch_size)
             best, best_cpu = max(best, n / wall), max(best_cpu, n / cpu)
-        print(f"workers={w}: {best:.1f} clips/s wall, {best_cpu:.1f} clips per CPU-second (all processes)")
+            if cpu > cpu1 and n > n1:
+                best_steady = max(best_steady, (n - n1) / (cpu - cpu1))
+            start_cpu = min(start_cpu, cpu1 - n1 * cpu / n)
+        print(f"workers={w}: {best:.1f} clips/s wall, {best_cpu:.1f} clips per CPU-second (all processes, "
+              f"{len(ds)} clips); steady {best_steady:.1f} clips per CPU-second; start-up ~{max(start_cpu, 0) * 1000:.0f} "
+              f"ms CPU")
     _overlay_ratio(frames, image_size)
+    print(f"load average {_load()}")
     if tmp is not None:
         tmp.cleanup()
+
+
+def _epoch(dataset, workers: int, batch_size: int) -> tuple[int, float, float]:
+    """(clips, wall seconds, CPU seconds of all processes) of one epoch through a trainer-like DataLoader."""
+    import torch
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False,
+                                         persistent_workers=False, prefetch_factor=2 if workers else None)
+    cpu0 = _cpu_seconds()
+    start, n, batch = time.perf_counter(), 0, None
+    for batch in loader:
+        n += batch["frames"].shape[0]
+    del batch, loader  # joins the workers, so their CPU time is counted
+    return n, time.perf_counter() - start, _cpu_seconds() - cpu0
+
+
+def _steps(ds, clips: int = 24) -> None:
+    """Median CPU ms per clip of each step of `StoreDataset.__getitem__`, and of the whole call."""
+    import numpy as np
+    import torch
+
+    from finetrain.data import frame_positions, resize_classes, resize_frames
+    from finetrain.render import landmark_dots, parsing_overlay
+
+    times: dict[str, list[float]] = {}
+
+    def step(name, fn, *args):
+        start = time.process_time()
+        out = fn(*args)
+        times.setdefault(name, []).append(time.process_time() - start)
+        return out
+
+    names = ("frames", "parsing", "landmarks", "face_found", "blendshapes")
+    size, cfg = ds.image_size, ds.cfg
+    for i in [i % len(ds) for i in range(clips + 1)]:
+        rng = np.random.default_rng([ds.seed, ds.epoch, i])
+        pick = frame_positions(ds.info.frames, ds.frames, rng)
+        clip = step("read", ds._read, int(ds.info.store_index[i]), pick, names)
+        s = clip["frames"].shape[1]
+        crop = ds._crop(s, rng)
+        frames = step("frames", resize_frames, clip["frames"], *crop[:3], size, crop[3])
+        parsing = torch.from_numpy(step("parsing", resize_classes, clip["parsing"], *crop[:3], size, crop[3]))
+        step("overlay", parsing_overlay, frames, parsing, cfg.overlay_alpha)
+        pts = (clip["landmarks"][..., :2] * s - np.array(crop[:2], dtype=np.float32)) / crop[2]
+        if crop[3]:
+            pts[..., 0] = 1.0 - pts[..., 0]
+        valid = torch.from_numpy(np.array(clip["face_found"]))
+        step("dots", landmark_dots, frames, torch.from_numpy(pts), valid, cfg.landmark_radius)
+        step("__getitem__", ds.__getitem__, i)
+    med = {k: float(np.median(v[1:])) * 1000 for k, v in times.items()}  # the first call opens the store
+    parts = " | ".join(f"{k} {v:.2f}" for k, v in med.items() if k != "__getitem__")
+    print(f"in-process, median CPU ms per clip: {parts} | __getitem__ {med['__getitem__']:.2f} "
+          f"({1000 / med['__getitem__']:.1f} clips per CPU-second)")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _overlay_ratio(frames: int, size: int, repeats: int = 10) -> None:

@@ -97,11 +97,14 @@ def run_labels(run: str | Path, which: str = "best") -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------ arrays
 def _array_dataset(arrays: dict[str, np.ndarray], clip_ids: list[str], model, cfg):
     """`StoreDataset` reading from arrays (N, T, ...) in memory instead of a Zarr group."""
+    from .chunks import ChunkReader
     from .data import StoreDataset, StoreInfo
 
+    readers = {name: ChunkReader(a) for name, a in arrays.items()}  # plain indexing: numpy has no chunks
+
     class ArrayDataset(StoreDataset):
-        def _arrays(self):
-            return arrays
+        def _readers(self):
+            return readers
 
     frames, size = arrays["frames"].shape[1], arrays["frames"].shape[2]
     n = len(clip_ids)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,30 @@ def _limit_threads() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    _keep_heap()
+
+
+_HEAP_KEPT = False
+
+
+def _keep_heap() -> None:
+    """Let glibc keep freed memory for reuse in this worker process.
+
+    Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, so glibc hands memory back to the
+    system after every few frames and the next frame faults it in again: the landmarker ran 9 %
+    slower in a Dask worker than in a plain process (14.7-15.6 against 13.4-14.0 ms per frame with
+    this setting; fixed mmap threshold 32 MB, trim threshold 256 MB). Linux/glibc only; elsewhere a no-op.
+    """
+    global _HEAP_KEPT
+    if _HEAP_KEPT or not sys.platform.startswith("linux"):
+        return
+    _HEAP_KEPT = True
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 32 << 20)   # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
 
 
 def peak_rss_mb() -> float:
