@@ -180,8 +180,8 @@ def main() -> None:
         + ", ".join(f"{k} {v:.2f}" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]))
         + f"; sum {busy:.2f}. Landmark floor {floor_s:.2f} s; 1-worker wall / floor = "
         f"{one['seconds'] / floor_s:.2f}x, 2-worker wall / (floor / 2) = {two['seconds'] / (floor_s / 2):.2f}x. "
-        f"Landmark stage {stages.get('landmarks', 0) / kept * 1e3:.1f} ms per kept frame (on the whole frame) "
-        f"against the floor's {floor_s / floor_frames * 1e3:.1f} ms (on the crop).",
+        f"Landmark stage {stages.get('landmarks', 0) / kept * 1e3:.1f} ms per kept frame "
+        f"against the floor's {floor_s / floor_frames * 1e3:.1f} ms.",
         f"Peak RSS per worker (MB): 1 worker {', '.join(f'{v:.0f}' for v in one['rss'].values())}; "
         f"2 workers {', '.join(f'{v:.0f}' for v in two['rss'].values())}.",
         f"Bytes per clip: store arrays {one['bytes'] / max(one['ok'], 1) / 1e3:.0f} kB "

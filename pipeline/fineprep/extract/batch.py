@@ -109,6 +109,7 @@ def warm_up(model_path: str, parser: str, out: str) -> int:
     blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((224, 224, 3), np.uint8))
     with quiet_native_logs():
         models.still.detect(blank)          # first inference sets up the CPU kernels
+        models.detector.detect(blank)
     get_parser(parser)
     from .parsing import mesh_regions
 

@@ -1,8 +1,7 @@
 """One clip end to end: sample and decode, find and crop the face, landmarks and blendshapes, parsing.
 
-Raw video goes through the landmarker frame by frame: its detector finds the face, the mesh's
-extent gives a box per kept frame, gaps are filled from neighbours and smoothed, square crops with a
-margin are cut and the landmarks re-expressed in them. Frame-folder sources (DFEW clip_224x224, FERV39k 2_ClipsforFaceCrop) are
+Raw video goes through the detector: boxes per kept frame, gaps filled from neighbours, smoothed,
+square crops with a margin. Frame-folder sources (DFEW clip_224x224, FERV39k 2_ClipsforFaceCrop) are
 already aligned face crops, so they are only resized; the landmarker still runs on every frame.
 A frame whose face the landmarker misses takes the landmarks and blendshapes of the nearest frame
 that has one and is flagged in `face_found`; a clip with no face at all fails with status `no_face`.
@@ -30,7 +29,7 @@ class Settings:
 
     frames: int = 16
     size: int = 224
-    margin: float = 0.6       # crop side = (1 + margin) * face box side
+    margin: float = 0.6       # crop side = (1 + margin) * detector box side
     smooth_sigma: float = 1.0  # Gaussian over kept frames, for the crop box
     parser: str = "mesh"
     landmark_mode: str = "image"  # image: each kept frame alone; video: track across the kept frames
@@ -106,22 +105,20 @@ def _extract(entry, root, settings, models, tracker, parser, timer) -> ClipResul
     size = settings.size
     if entry.media == "frames" and not settings.crop_frame_sources:
         crops = np.stack([faces.resize_square(f, size) for f in sampled.frames])
-        t0 = timer.add("crop", t0)
-        marks, shapes, found = tracker.run(crops)
-        t0 = timer.add("landmarks", t0)
-        if not found.any():
-            raise media.ClipFailure(tables.STATUS_NO_FACE, f"the landmarker found no face in any of {len(found)} frames")
     else:
-        whole, shapes, found = tracker.run(sampled.frames)
-        t0 = timer.add("landmarks", t0)
-        if not found.any():
-            raise media.ClipFailure(tables.STATUS_NO_FACE, f"no face found in any of {len(found)} sampled frames")
-        sizes = [f.shape[:2] for f in sampled.frames]
-        win = faces.crop_windows(faces.mesh_boxes(whole, found, sizes), settings.margin, settings.smooth_sigma)
+        boxes = models.detect(sampled.frames)
+        t0 = timer.add("detect", t0)
+        if np.isnan(boxes[:, 0]).all():
+            raise media.ClipFailure(tables.STATUS_NO_FACE, f"no face detected in any of {len(boxes)} sampled frames")
+        win = faces.crop_windows(boxes, settings.margin, settings.smooth_sigma)
         crops = np.stack([faces.crop_square(f, win.cx[i], win.cy[i], win.side[i], size)
                           for i, f in enumerate(sampled.frames)])
-        marks = faces.marks_in_crops(whole, win, sizes)
-        t0 = timer.add("crop", t0)
+    t0 = timer.add("crop", t0)
+
+    marks, shapes, found = tracker.run(crops)
+    t0 = timer.add("landmarks", t0)
+    if not found.any():
+        raise media.ClipFailure(tables.STATUS_NO_FACE, f"the landmarker found no face in any of {len(found)} frames")
     if not found.all():
         marks, shapes = faces.fill_gaps(marks, found), faces.fill_gaps(shapes, found)
 

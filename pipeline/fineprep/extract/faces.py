@@ -1,12 +1,9 @@
-"""Face models (mediapipe Tasks API) and the per-clip face steps: landmarks, face boxes, crop, fill.
+"""Face models (mediapipe Tasks API) and the per-clip face steps: detect, smooth, crop, landmarks, fill.
 
-One `face_landmarker.task` file holds the face detector, the 478-point mesh and the 52 blendshapes.
-On raw video the landmarker runs on the whole sampled frame: its own detector stage finds the face,
-and the crop window comes from the extent of the mesh it returns, so each frame goes through the
-models once (a separate detector pass, then the landmarker again on the crop, cost a fifth more).
-A worker process builds the models once (`get_models`); the VIDEO-mode landmarker keeps tracking
-state, so `FaceModels.tracker` gives a fresh one per batch, which keeps each batch's output
-independent of what that worker ran before.
+Both models come from one `face_landmarker.task` file: its `face_detector.tflite` member finds faces
+in raw video frames, the whole bundle gives 478 landmarks and 52 blendshapes. A worker process builds
+them once (`get_models`); the VIDEO-mode landmarker keeps tracking state, so `FaceModels.tracker`
+gives a fresh one per batch, which keeps each batch's output independent of what that worker ran before.
 """
 
 from __future__ import annotations
@@ -76,7 +73,7 @@ def resolve_landmarker(path: str | Path | None) -> tuple[Path, str]:
 
 
 class FaceModels:
-    """The model bytes and the IMAGE-mode landmarker (built on first use) of one worker process."""
+    """The detector (built once) and the model bytes a landmarker is built from, for one worker process."""
 
     def __init__(self, model_path: str | Path, min_confidence: float = 0.5):
         from mediapipe.tasks.python import BaseOptions, vision
@@ -84,13 +81,18 @@ class FaceModels:
         self.path = str(model_path)
         self._bundle = Path(model_path).read_bytes()
         self.sha256 = hashlib.sha256(self._bundle).hexdigest()
+        detector_bytes = zipfile.ZipFile(model_path).read("face_detector.tflite")
+        self.detector = vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_buffer=detector_bytes),
+            min_detection_confidence=min_confidence,
+        ))
         self._vision, self._base = vision, BaseOptions
         self.min_confidence = min_confidence
         self._still = None
 
     @property
     def still(self):
-        """The IMAGE-mode landmarker: the default, and the retry for VIDEO mode."""
+        """The IMAGE-mode landmarker (built on first use): the default, and the retry for VIDEO mode."""
         if self._still is None:
             vision = self._vision
             with quiet_native_logs():
@@ -118,7 +120,21 @@ class FaceModels:
         ))
         return Tracker(lm, self.still)
 
+    def detect(self, frames: list[np.ndarray]) -> np.ndarray:
+        """Best face box per frame as (x, y, w, h) in pixels; NaN rows where no face was found."""
+        import mediapipe as mp
+
+        boxes = np.full((len(frames), 4), np.nan, dtype=np.float64)
+        for i, frame in enumerate(frames):
+            result = self.detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame)))
+            if result.detections:
+                best = max(result.detections, key=lambda d: d.categories[0].score if d.categories else 0.0)
+                b = best.bounding_box
+                boxes[i] = (b.origin_x, b.origin_y, b.width, b.height)
+        return boxes
+
     def close(self) -> None:
+        self.detector.close()
         if self._still is not None:
             self._still.close()
             self._still = None
@@ -138,19 +154,17 @@ class Tracker:
         self._t = 0
         self.retried = 0
 
-    def run(self, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Landmarks (T, 478, 3), blendshapes (T, 52) and found (T,) for a clip's images, in frame order.
-
-        Coordinates are mediapipe's: x and y in [0, 1] of each image's width and height, z on x's scale."""
+    def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Landmarks (T, 478, 3), blendshapes (T, 52) and found (T,) for a clip's crops, in frame order."""
         import mediapipe as mp
 
-        t = len(images)
+        t = len(crops)
         marks = np.zeros((t, layout.NUM_LANDMARKS, 3), dtype=np.float32)
         shapes = np.zeros((t, layout.NUM_BLENDSHAPES), dtype=np.float32)
         found = np.zeros(t, dtype=bool)
-        for i, pixels in enumerate(images):
+        for i, crop in enumerate(crops):
             self._t += FRAME_MS
-            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(pixels))
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(crop))
             res = self._lm.detect_for_video(image, self._t) if self._lm is not None else None
             if (res is None or not res.face_landmarks) and self._still is not None:
                 self.retried += 1
@@ -237,7 +251,7 @@ def fill_gaps(values: np.ndarray, have: np.ndarray) -> np.ndarray:
 
 
 def crop_windows(boxes: np.ndarray, margin: float, sigma: float = 1.0) -> Boxes:
-    """Turn face boxes (NaN where missing) into smoothed square windows.
+    """Turn detector boxes (NaN where missing) into smoothed square windows.
 
     Missing frames take their box by linear interpolation between detected neighbours (held at the ends);
     centre and side are then smoothed with a Gaussian over the sampled frames, so crops do not jitter.
@@ -257,55 +271,11 @@ def crop_windows(boxes: np.ndarray, margin: float, sigma: float = 1.0) -> Boxes:
     return Boxes(*series)
 
 
-def mesh_boxes(marks: np.ndarray, found: np.ndarray, sizes: list[tuple[int, int]]) -> np.ndarray:
-    """Face box per frame as (x, y, w, h) in pixels from the extent of its mesh; NaN rows where no face.
-
-    `sizes` holds each frame's (height, width). The mesh's extent matches the face detector's box
-    closely (longer side 1.02x, centre within 2 % of the side on the synth faces), so `margin` keeps
-    the meaning it has for a detector box.
-    """
-    boxes = np.full((len(marks), 4), np.nan, dtype=np.float64)
-    for i in np.flatnonzero(found):
-        h, w = sizes[i]
-        x, y = marks[i, :, 0].astype(np.float64) * w, marks[i, :, 1].astype(np.float64) * h
-        boxes[i] = (x.min(), y.min(), x.max() - x.min(), y.max() - y.min())
-    return boxes
-
-
-def square_window(cx: float, cy: float, side: float) -> tuple[int, int, int]:
-    """The integer window (x0, y0, side) that `crop_square` cuts for a centre and side."""
-    return int(round(cx - side / 2)), int(round(cy - side / 2)), max(int(round(side)), 1)
-
-
-def marks_in_crops(marks: np.ndarray, win: Boxes, sizes: list[tuple[int, int]]) -> np.ndarray:
-    """Landmarks found on whole frames, re-expressed in the crop windows `crop_square` cuts from them:
-    x and y in [0, 1] of the crop, z scaled like x (mediapipe measures z on the image width's scale)."""
-    out = np.empty_like(marks, dtype=np.float32)
-    for i in range(len(marks)):
-        h, w = sizes[i]
-        x0, y0, s = square_window(win.cx[i], win.cy[i], win.side[i])
-        m = marks[i].astype(np.float64)
-        out[i, :, 0] = (m[:, 0] * w - x0) / s
-        out[i, :, 1] = (m[:, 1] * h - y0) / s
-        out[i, :, 2] = m[:, 2] * w / s
-    return out
-
-
 def crop_square(frame: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
-    """The square window of `frame` resized to size x size; parts outside the frame are black.
-
-    Up to 2x downscaling the window is cut and resized in one bilinear warp (borders included): on a
-    256 px frame with a 340 px window that is 0.11 ms against 0.95 ms for padding plus area
-    resampling, within 0.1 grey level on average. Larger downscales keep area resampling, which
-    does not alias.
-    """
+    """The square window of `frame` resized to size x size; parts outside the frame are black."""
     h, w = frame.shape[:2]
-    x0, y0, s = square_window(cx, cy, side)
-    if s <= 2 * size:
-        a = size / s  # pixel centres: dst + 0.5 = (src + 0.5 - x0) * a, as cv2.resize maps them
-        m = np.array([[a, 0.0, (0.5 - x0) * a - 0.5], [0.0, a, (0.5 - y0) * a - 0.5]])
-        return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    s = max(int(round(side)), 1)
     x1, y1 = x0 + s, y0 + s
     ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if ix1 <= ix0 or iy1 <= iy0:
@@ -313,7 +283,8 @@ def crop_square(frame: np.ndarray, cx: float, cy: float, side: float, size: int)
     roi = frame[iy0:iy1, ix0:ix1]
     if (ix0, iy0, ix1, iy1) != (x0, y0, x1, y1):
         roi = cv2.copyMakeBorder(roi, iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    return cv2.resize(roi, (size, size), interpolation=cv2.INTER_AREA)
+    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+    return cv2.resize(roi, (size, size), interpolation=interp)
 
 
 def resize_square(frame: np.ndarray, size: int) -> np.ndarray:
