@@ -31,8 +31,8 @@ class ChunkReader:
         """`array[index]` as a numpy array (read-only when it comes straight from the decoder)."""
         if self._plan is None:
             return np.asarray(self.array[index])
-        store, metadata, zeros, steps = self._plan
-        data = store.get_sync(metadata.encode_chunk_key((index,) + zeros))
+        store, prefix, metadata, zeros, steps = self._plan
+        data = store.get_sync(prefix + metadata.encode_chunk_key((index,) + zeros))
         if data is None:
             return np.full(self.array.shape[1:], self.array.fill_value, dtype=self.array.dtype)
         for codec, spec in steps:
@@ -41,7 +41,8 @@ class ChunkReader:
 
 
 def _decode_plan(array):
-    """(store, metadata, chunk coords after the first, [(codec, spec)] in decode order), or None."""
+    """(store, the array's key prefix in it, metadata, chunk coords after the first,
+    [(codec, spec)] in decode order), or None."""
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.codec_pipeline import BatchedCodecPipeline
 
@@ -63,14 +64,4 @@ def _decode_plan(array):
             return None
         steps.append((codec, spec))
         spec = codec.resolve_metadata(spec)
-    return _PrefixedStore(store, prefix), metadata, zeros, steps[::-1]
-
-
-class _PrefixedStore:
-    """A store seen from the array's folder inside it (chunk keys are relative to the array)."""
-
-    def __init__(self, store, prefix: str):
-        self.store, self.prefix = store, prefix
-
-    def get_sync(self, key: str):
-        return self.store.get_sync(self.prefix + key)
+    return store, prefix, metadata, zeros, steps[::-1]

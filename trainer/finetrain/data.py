@@ -184,6 +184,15 @@ def _nearest_source(side: int, size: int) -> np.ndarray:
     return index
 
 
+def arrays_for(streams) -> tuple[str, ...]:
+    """The store arrays a set of streams reads: frames for any image stream (the overlay and the dots
+    are drawn on them), face_found beside the landmarks."""
+    wanted = {"frames": any(s in streams for s in VISUAL_STREAMS), "parsing": "parsing" in streams,
+              "landmarks": "landmarks" in streams, "face_found": "landmarks" in streams,
+              "blendshapes": "blendshapes" in streams}
+    return tuple(name for name, read in wanted.items() if read)
+
+
 class StoreDataset(torch.utils.data.Dataset):
     """Clips of a store as model inputs; `rows` index the StoreInfo clip table."""
 
@@ -199,6 +208,7 @@ class StoreDataset(torch.utils.data.Dataset):
         self.cfg = data_cfg or DataConfig()
         self.streams = tuple(streams)
         self.tokenizer = tokenizer if "description" in self.streams else None
+        self._arrays_needed = arrays_for(self.streams)
         self.seed = seed
         self.epoch = 0
         self._group = None
@@ -241,10 +251,8 @@ class StoreDataset(torch.utils.data.Dataset):
         si = int(self.info.store_index[row])
         rng = np.random.default_rng([self.seed, self.epoch, row]) if self.train else None
         pick = frame_positions(self.info.frames, self.frames, rng)
-        need_pixels = any(s in self.streams for s in VISUAL_STREAMS)
-        wanted = {"frames": need_pixels, "parsing": "parsing" in self.streams, "landmarks": "landmarks" in self.streams,
-                  "face_found": "landmarks" in self.streams, "blendshapes": "blendshapes" in self.streams}
-        clip = self._read(si, pick, [name for name, read in wanted.items() if read])
+        need_pixels = "frames" in self._arrays_needed
+        clip = self._read(si, pick, self._arrays_needed)
         item = {"label": int(self.info.label_index[row]), "row": row}
         if need_pixels:
             s = clip["frames"].shape[1]
