@@ -6,7 +6,8 @@ dots (and blendshapes), with training augmentation, through a DataLoader with 0,
 Without --store it writes a toy store (random-noise frames, which compress worse than faces) of
 `--clips` clips at the given frames/size into a temporary folder. Target: >= 50 clips/s per core.
 
-The DataLoader is built as the trainer builds it (workers re-started every epoch, prefetch 2). Each
+The DataLoader is built as the trainer builds it (workers re-started every epoch, prefetch 2), once
+with torch's default collate and once with the trainer's shared-memory batch pool, side by side. Each
 epoch's rate counts the CPU time of all processes, worker start-up included; "steady" leaves out
 start-up: it compares the epoch with one of a single batch per worker. Load averages are printed,
 since other jobs on the machine slow memory-bound work even in CPU time.
@@ -44,37 +45,58 @@ def main(store: Path = typer.Option(None, help="An existing store (default: a to
     print(f"store {store}: {len(info)} clips, {info.frames} frames of {info.size} px -> {frames} x {image_size} px; "
           f"{os.cpu_count()} CPUs; load average {_load()}")
     _steps(ds)
+    from finetrain.batchpool import image_shapes
+
+    shapes = image_shapes(ds)
     for w in [int(x) for x in workers.split(",")]:
         first = min(len(ds), batch_size * max(w, 1))
-        best, best_cpu, best_steady, start_cpu = 0.0, 0.0, 0.0, float("inf")
-        for r in range(repeats):
-            ds.set_epoch(r)
-            n1, _, cpu1 = _epoch(torch.utils.data.Subset(ds, range(first)), w, batch_size)
-            n, wall, cpu = _epoch(ds, w, batch_size)
-            best, best_cpu = max(best, n / wall), max(best_cpu, n / cpu)
-            if cpu > cpu1 and n > n1:
-                best_steady = max(best_steady, (n - n1) / (cpu - cpu1))
-            start_cpu = min(start_cpu, cpu1 - n1 * cpu / n)
-        print(f"workers={w}: {best:.1f} clips/s wall, {best_cpu:.1f} clips per CPU-second (all processes, "
-              f"{len(ds)} clips); steady {best_steady:.1f} clips per CPU-second; start-up ~{max(start_cpu, 0) * 1000:.0f} "
-              f"ms CPU")
+        rates = {}
+        for mode in ("torch collate", "shared pool") if w else ("in-process",):
+            pooled = shapes if mode == "shared pool" else {}
+            # one loader per run, as the trainer keeps its loaders across epochs (workers restart)
+            whole = _loader(ds, w, batch_size, pooled)
+            head = _loader(torch.utils.data.Subset(ds, range(first)), w, batch_size, pooled)
+            best, best_cpu, best_steady, start_cpu = 0.0, 0.0, 0.0, float("inf")
+            for r in range(repeats):
+                ds.set_epoch(r)
+                n1, _, cpu1 = _epoch(head)
+                n, wall, cpu = _epoch(whole)
+                best, best_cpu = max(best, n / wall), max(best_cpu, n / cpu)
+                if cpu > cpu1 and n > n1:
+                    best_steady = max(best_steady, (n - n1) / (cpu - cpu1))
+                start_cpu = min(start_cpu, cpu1 - n1 * cpu / n)
+            rates[mode] = best_cpu
+            print(f"workers={w}, {mode}: {best:.1f} clips/s wall, {best_cpu:.1f} clips per CPU-second (all "
+                  f"processes, {len(ds)} clips); steady {best_steady:.1f} clips per CPU-second; start-up "
+                  f"~{max(start_cpu, 0) * 1000:.0f} ms CPU")
+            del whole, head
+        if len(rates) == 2:
+            print(f"workers={w}: shared pool / torch collate = {rates['shared pool'] / rates['torch collate']:.2f}x "
+                  f"clips per CPU-second")
     _overlay_ratio(frames, image_size)
     print(f"load average {_load()}")
     if tmp is not None:
         tmp.cleanup()
 
 
-def _epoch(dataset, workers: int, batch_size: int) -> tuple[int, float, float]:
-    """(clips, wall seconds, CPU seconds of all processes) of one epoch through a trainer-like DataLoader."""
+def _loader(dataset, workers: int, batch_size: int, pooled: dict):
+    """A trainer-like DataLoader: workers restarted every epoch, prefetch 2, pooled streams or none."""
     import torch
 
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False,
-                                         persistent_workers=False, prefetch_factor=2 if workers else None)
+    from finetrain.batchpool import PooledDataLoader
+
+    sampler = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(dataset), batch_size, drop_last=False)
+    return PooledDataLoader(dataset, batch_sampler=sampler, num_workers=workers, pooled=pooled)
+
+
+def _epoch(loader) -> tuple[int, float, float]:
+    """(clips, wall seconds, CPU seconds of all processes) of one epoch of `loader`."""
     cpu0 = _cpu_seconds()
     start, n, batch = time.perf_counter(), 0, None
-    for batch in loader:
+    it = iter(loader)
+    for batch in it:
         n += batch["frames"].shape[0]
-    del batch, loader  # joins the workers, so their CPU time is counted
+    del batch, it  # joins the workers, so their CPU time is counted
     return n, time.perf_counter() - start, _cpu_seconds() - cpu0
 
 

@@ -25,6 +25,7 @@ import torch
 from fineschema import tables
 
 from . import checkpoint as ckpt
+from .batchpool import PooledDataLoader, image_shapes
 from .config import Config, ConfigError
 from .data import ShardedBatchSampler, StoreDataset, StoreInfo
 from .metrics import score
@@ -152,12 +153,8 @@ def make_loader(info: StoreInfo, rows, model, cfg: Config, train: bool, world: i
                            data_cfg=cfg.data, streams=model.streams, tokenizer=model.tokenizer, seed=cfg.run.seed)
     sampler = ShardedBatchSampler(len(dataset), cfg.optim.batch_size, world if train else 1, rank if train else 0,
                                   seed=cfg.run.seed, shuffle=train, drop_last=train)
-    workers = cfg.data.num_workers
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available(),
-        persistent_workers=False, prefetch_factor=2 if workers else None,
-    )
-    return loader
+    return PooledDataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                            pooled=image_shapes(dataset), pin_memory=torch.cuda.is_available())
 
 
 @torch.no_grad()

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from fineschema import layout
 
 from . import checkpoint as ckpt
+from .batchpool import PooledDataLoader, image_shapes
 from .config import Config, ConfigError, from_dict
 from .folds import store_run_info, write_run_info
 
@@ -134,8 +135,8 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
                            seed=cfg.run.seed)
     batch = min(cfg.optim.batch_size, len(rows))
     sampler = ShardedBatchSampler(len(dataset), batch, seed=cfg.run.seed, shuffle=True, drop_last=True)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                                         prefetch_factor=2 if cfg.data.num_workers else None)
+    loader = PooledDataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                              pooled=image_shapes(dataset))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best": None, "best_epoch": None, "done": False}
