@@ -35,15 +35,24 @@ class SharedBatchPool:
         self.key = uuid.uuid4().hex
         self.shapes = {k: tuple(int(x) for x in s) for k, s in shapes.items()}
         self.batch_size, self.workers, self.slots = int(batch_size), int(workers), int(slots)
-        self.item_bytes = {k: math.prod(s) for k, s in self.shapes.items()}
-        self.slot_bytes = self.batch_size * sum(self.item_bytes.values())
+        self._layout()
         total = self.workers * self.slots
         # _new_shared leaves pages untouched: each is faulted in once, by the first batch written there
-        self.buffer = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(total * self.slot_bytes))
+        self.buffer = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(total * self._slot_bytes))
         self.state = torch.zeros(total, dtype=torch.uint8).share_memory_()
         self._attach()
 
+    def _layout(self) -> None:
+        """Byte sizes and each stream's start inside a slot (streams in sorted order), from the shapes."""
+        self._item_bytes = {k: math.prod(s) for k, s in self.shapes.items()}
+        self._starts, start = {}, 0
+        for key in sorted(self.shapes):
+            self._starts[key] = start
+            start += self.batch_size * self._item_bytes[key]
+        self._slot_bytes = start
+
     def _attach(self) -> None:
+        """This process's numpy views of the shared tensors, lock and registry entry."""
         self._bytes = self.buffer.numpy()
         self._flags = self.state.numpy()
         self._lock = threading.Lock()
@@ -51,11 +60,11 @@ class SharedBatchPool:
         _POOLS[self.key] = self
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k in
-                ("key", "shapes", "batch_size", "workers", "slots", "item_bytes", "slot_bytes", "buffer", "state")}
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self._layout()
         self._attach()
 
     # worker side
@@ -83,21 +92,19 @@ class SharedBatchPool:
                 return slot
         return None
 
-    def _offset(self, slot: int, key: str) -> int:
-        before = sum(self.item_bytes[k] for k in sorted(self.shapes) if k < key)
-        return slot * self.slot_bytes + self.batch_size * before
+    def _span(self, slot: int, key: str, n: int) -> slice:
+        start = slot * self._slot_bytes + self._starts[key]
+        return slice(start, start + n * self._item_bytes[key])
 
     def _tensor(self, slot: int, key: str, n: int) -> torch.Tensor:
-        start = self._offset(slot, key)
-        return self.buffer[start:start + n * self.item_bytes[key]].view(n, *self.shapes[key])
+        return self.buffer[self._span(slot, key, n)].view(n, *self.shapes[key])
 
     # main side
     def wrap(self, slot: int, key: str, n: int, keys_in_slot: int) -> torch.Tensor:
         """Slot `slot`'s `key` as a tensor on the shared memory; the slot is freed with its last tensor."""
         with self._lock:
             self._left.setdefault(slot, keys_in_slot)
-        start = self._offset(slot, key)
-        view = self._bytes[start:start + n * self.item_bytes[key]].reshape(n, *self.shapes[key])
+        view = self._bytes[self._span(slot, key, n)].reshape(n, *self.shapes[key])
         weakref.finalize(view, self._release, slot)
         return torch.from_numpy(view)
 
@@ -165,5 +172,3 @@ def image_shapes(dataset) -> dict[str, tuple[int, ...]]:
 
     side = dataset.image_size
     return {k: (dataset.frames, 3, side, side) for k in VISUAL_STREAMS if k in dataset.streams}
-
-
