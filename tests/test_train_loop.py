@@ -82,7 +82,8 @@ def _cli(args: list[str], torchrun: bool = False) -> subprocess.CompletedProcess
 def test_ddp_two_processes_match_one(tmp_path):
     """torchrun with 2 gloo processes at batch 4 each = one process at batch 8 (same samples per step)."""
     store = write_toy_store(tmp_path / "store", clips_per_class=6, frames=4, size=32)
-    base = ["run", "--store", str(store), "--config", "tiny", "--quiet", "optim.epochs=2", "run.threads=1"]
+    base = ["run", "--store", str(store), "--config", "tiny", "--quiet", "optim.epochs=2", "run.threads=1",
+            "optim.lr=1e-2"]  # a large step, so two epochs move the adapters well clear of 1e-3
     one = _cli([*base, "--out", str(tmp_path / "one"), "optim.batch_size=8"])
     assert one.returncode == 0, one.stderr[-3000:]
     two = _cli([*base, "--out", str(tmp_path / "two"), "optim.batch_size=4"], torchrun=True)
