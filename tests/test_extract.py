@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -70,11 +71,24 @@ def test_fill_gaps_copies_the_nearest_found_frame():
     assert faces.fill_gaps(values, have)[:, 0].tolist() == [1, 1, 1, 4, 4]
 
 
-def test_crop_outside_the_frame_is_padded_black():
+@pytest.mark.parametrize("size", [20, 8])  # 2x: bilinear warp; 5x: area resampling
+def test_crop_outside_the_frame_is_padded_black(size):
     frame = np.full((40, 40, 3), 200, np.uint8)
-    crop = faces.crop_square(frame, cx=0, cy=20, side=40, size=20)
-    assert crop.shape == (20, 20, 3)
-    assert crop[:, :8].max() == 0 and crop[:, 12:].min() == 200
+    crop = faces.crop_square(frame, cx=0, cy=20, side=40, size=size)
+    assert crop.shape == (size, size, 3)
+    assert crop[:, : int(0.4 * size)].max() == 0 and crop[:, int(0.6 * size):].min() == 200
+
+
+def test_warp_and_area_crops_cut_the_same_window():
+    """The two resampling paths of crop_square must agree on where the window lies (no half-pixel shift)."""
+    rng = np.random.default_rng(0)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (0, 0), 3)
+    warped = faces.crop_square(frame, cx=70, cy=50, side=60, size=30)  # 2x reduction: warp
+    area = cv2.resize(faces.crop_square(frame, cx=70, cy=50, side=60, size=29), (30, 30))  # >2x: area
+    moved = faces.crop_square(frame, cx=76, cy=50, side=60, size=30)
+    err = np.abs(warped.astype(int) - area.astype(int)).mean()
+    assert err < 3
+    assert np.abs(moved.astype(int) - area.astype(int)).mean() > 3 * err
 
 
 def test_landmarker_model_is_checked():
@@ -280,7 +294,6 @@ def test_index_statuses_and_missing_media_are_recorded(tmp_path):
 
 def test_video_mode_tracks_the_same_face_as_image_mode():
     """Both landmark modes, real model, on crops of a real face: same face found, same landmarks within 2 %."""
-    import cv2
     from skimage import data
 
     img = data.astronaut()
