@@ -72,9 +72,7 @@ class SharedBatchPool:
         """The default collate, with the pooled streams written into a free slot of this worker."""
         info = get_worker_info()
         keys = [k for k in self.shapes if items and isinstance(items[0], dict) and k in items[0]]
-        if info is None or not keys or len(items) > self.batch_size or info.id >= self.workers or not all(
-                torch.is_tensor(it.get(k)) and it[k].dtype == torch.uint8 and tuple(it[k].shape) == self.shapes[k]
-                for it in items for k in keys):
+        if info is None or info.id >= self.workers or not self._fits(items, keys):
             return default_collate(items)
         slot = self._claim(info.id)
         if slot is None:
@@ -84,6 +82,12 @@ class SharedBatchPool:
             torch.stack([it[key] for it in items], out=self._tensor(slot, key, len(items)))
             out[key] = _SlotTensor(self.key, slot, key, len(items), len(keys))
         return out
+
+    def _fits(self, items: list[dict], keys: list[str]) -> bool:
+        """Whether the items' pooled streams are uint8 tensors of the slot's shapes and fit one slot."""
+        return bool(keys) and len(items) <= self.batch_size and all(
+            torch.is_tensor(it.get(k)) and it[k].dtype == torch.uint8 and tuple(it[k].shape) == self.shapes[k]
+            for it in items for k in keys)
 
     def _claim(self, worker: int) -> int | None:
         for slot in range(worker * self.slots, (worker + 1) * self.slots):

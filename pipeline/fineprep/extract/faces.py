@@ -291,8 +291,7 @@ def crop_square(frame: np.ndarray, cx: float, cy: float, side: float, size: int)
     roi = frame[iy0:iy1, ix0:ix1]
     if (ix0, iy0, ix1, iy1) != (x0, y0, x1, y1):
         roi = cv2.copyMakeBorder(roi, iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
-    return cv2.resize(roi, (size, size), interpolation=interp)
+    return cv2.resize(roi, (size, size), interpolation=cv2.INTER_AREA)  # only reductions beyond 2x get here
 
 
 def resize_square(frame: np.ndarray, size: int) -> np.ndarray:
