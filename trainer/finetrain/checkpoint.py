@@ -5,7 +5,11 @@ A checkpoint is a folder:
                          run's config and label set are in its metadata
   optimizer.safetensors  AdamW moments per parameter (keyed by parameter name) and the torch RNG state
   state.json             epoch, step, position in the epoch, best validation score, optimiser hyper-parameters
-Folders are written under a temporary name and renamed, so a crash never leaves half a checkpoint.
+A new checkpoint is written to FOLDER.tmp and fsynced; then FOLDER becomes FOLDER.old, FOLDER.tmp becomes
+FOLDER, and FOLDER.old is removed. A kill at any point leaves either FOLDER complete, or (between the two
+renames) no FOLDER and a complete FOLDER.old: `recover` puts that one back, so a killed run always resumes
+from its last complete checkpoint. Files are read only through safetensors and JSON; anything else is
+refused with a one-line `CheckpointError`, never unpickled.
 """
 
 from __future__ import annotations
@@ -25,7 +29,127 @@ FORMAT = "finetrain-adapters/1"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that does not fit the model it is loaded into."""
+    """A checkpoint that cannot be used: not safetensors, damaged, or not fitting the model it is loaded into."""
+
+
+def _sibling(folder: Path, suffix: str) -> Path:
+    return folder.with_name(folder.name + suffix)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush a freshly written folder's files and the folder itself, so a rename publishes whole files."""
+    for path in folder.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recover(folder: Path) -> bool:
+    """Finish what a killed `save` left: bring back FOLDER.old when FOLDER is gone; drop leftovers otherwise.
+
+    FOLDER.old only exists without FOLDER between save's two renames, and it was the live, complete
+    checkpoint until the first of them; FOLDER.tmp may be half written, so it is never used. Returns
+    True when FOLDER.old was put back."""
+    folder = Path(folder)
+    old, tmp = _sibling(folder, ".old"), _sibling(folder, ".tmp")
+    restored = False
+    if not folder.exists() and (old / MODEL_FILE).is_file():
+        try:
+            os.replace(old, folder)
+            restored = True
+        except FileNotFoundError:  # another process of the same run got there first
+            pass
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return restored
+
+
+def _refusal(path: Path, exc: Exception) -> CheckpointError:
+    """A one-line reason why a file was not read as safetensors, naming what it looks like."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        return CheckpointError(f"{path}: cannot read the checkpoint ({err.strerror})")
+    pickled = head[:2] == b"PK" or head[:1] == b"\x80"  # torch.save's zip, or a bare pickle
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    kind = "it is a PyTorch/pickle file, not safetensors" if pickled else f"not a safetensors file ({reason})"
+    return CheckpointError(
+        f"{path}: refused: {kind}; finetrain reads checkpoints only as safetensors and never unpickles them "
+        "(unpickling can run code); use a checkpoint written by finetrain"
+    )
+
+
+def unreadable_weights(exc: BaseException) -> bool:
+    """Whether `exc` is torch's weights-only refusal of a pickle or a safetensors parse error."""
+    import pickle
+
+    return isinstance(exc, pickle.UnpicklingError) or type(exc).__name__ == "SafetensorError"
+
+
+def refuse_pretrained(pretrained: str | None, exc: BaseException) -> CheckpointError:
+    """One line for a `model.pretrained` file that open_clip could not read as plain weights.
+
+    torch's own message goes on to explain how to load such a file unsafely; only what was found is kept."""
+    import re
+
+    text = str(exc)
+    found = re.search(r"GLOBAL (\S+)", text)
+    if type(exc).__name__ == "SafetensorError":
+        why = f"not a readable safetensors file ({text.splitlines()[0] if text else 'damaged'})"
+    else:
+        why = ("a pickle that holds more than tensors" + (f" ({found.group(1)})" if found else "")
+               + ", and unpickling it could run code")
+    return CheckpointError(f"model.pretrained {pretrained}: refused: {why}; give a safetensors file "
+                           "(or a .pt holding only a state dict of tensors)")
+
+
+def read_tensors(path: Path) -> dict:
+    """All tensors of a safetensors file on the CPU, or a one-line `CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; the checkpoint folder is incomplete")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError, or OSError/ValueError on damaged files
+        raise _refusal(path, exc) from None
+
+
+def tensor_shapes(path: Path) -> dict[str, list[int]]:
+    """name -> shape of every tensor in a safetensors file, from its header alone."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; the checkpoint folder is incomplete")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: list(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118 - not a mapping
+    except Exception as exc:
+        raise _refusal(path, exc) from None
+
+
+def read_state(folder: Path) -> dict:
+    path = Path(folder) / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; the checkpoint folder is incomplete") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not readable JSON ({exc}); the checkpoint is damaged") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a checkpoint state (a JSON object was expected)")
+    return state
 
 
 def _unwrap(model):
@@ -33,8 +157,9 @@ def _unwrap(model):
 
 
 def save(folder: Path, model, cfg_json: str, labels, state: dict, optimizer=None) -> None:
+    """Write a checkpoint to FOLDER.tmp, fsync it, then switch it in (see the module docstring)."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
+    tmp = _sibling(folder, ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     net = _unwrap(model)
@@ -59,22 +184,31 @@ def save(folder: Path, model, cfg_json: str, labels, state: dict, optimizer=None
             for g in optimizer.param_groups
         ]}
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+    _fsync_tree(tmp)
+    old = _sibling(folder, ".old")
     if folder.exists():
-        old = folder.with_name(folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, folder)
+    os.replace(tmp, folder)
+    _fsync_dir(folder.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_meta(folder: Path) -> dict:
-    with safe_open(str(Path(folder) / MODEL_FILE), framework="pt") as fh:
-        meta = fh.metadata() or {}
+    path = Path(folder) / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; the checkpoint folder is incomplete")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception as exc:  # SafetensorError, or OSError on damaged files
+        raise _refusal(path, exc) from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{folder}: not a finetrain checkpoint (format {meta.get('format')!r})")
-    return {"config": json.loads(meta["config"]), "labels": json.loads(meta["labels"])}
+    try:
+        return {"config": json.loads(meta["config"]), "labels": json.loads(meta["labels"])}
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: damaged metadata ({exc}); use a checkpoint written by finetrain") from None
 
 
 def load(folder: Path, model, optimizer=None, device="cpu") -> dict:
@@ -82,7 +216,7 @@ def load(folder: Path, model, optimizer=None, device="cpu") -> dict:
     folder = Path(folder)
     net = _unwrap(model)
     named = {n: p for n, p in net.named_parameters() if p.requires_grad}
-    tensors = load_file(str(folder / MODEL_FILE), device="cpu")
+    tensors = read_tensors(folder / MODEL_FILE)
     missing, extra = sorted(set(named) - set(tensors)), sorted(set(tensors) - set(named))
     if missing or extra:
         raise CheckpointError(
@@ -94,10 +228,12 @@ def load(folder: Path, model, optimizer=None, device="cpu") -> dict:
             if p.shape != tensors[n].shape:
                 raise CheckpointError(f"{folder}: {n} is {tuple(tensors[n].shape)}, model has {tuple(p.shape)}")
             p.copy_(tensors[n].to(p.device))
-    state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+    state = read_state(folder)
     if optimizer is not None:
-        opt = load_file(str(folder / OPTIM_FILE), device="cpu")
-        groups = state["param_groups"]
+        opt = read_tensors(folder / OPTIM_FILE)
+        groups = state.get("param_groups")
+        if not isinstance(groups, list) or "rng/torch" not in opt:
+            raise CheckpointError(f"{folder}: holds no optimiser state to resume from (a `best` checkpoint?)")
         for group, saved in zip(optimizer.param_groups, groups, strict=True):
             for p, name in zip(group["params"], saved["names"], strict=True):
                 prefix = f"state/{name}/"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -104,7 +106,11 @@ class Config:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def dump(self, path: Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        """Write the config as YAML, whole or not at all (a resumed run reads it back)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 SECTIONS = {f.name: f.type for f in fields(Config)}
@@ -259,8 +265,68 @@ def validate(cfg: Config) -> None:
     lo, hi = (cfg.data.crop_scale + [None, None])[:2]
     if len(cfg.data.crop_scale) != 2 or not 0 < lo <= hi <= 1:
         raise ConfigError(f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {cfg.data.crop_scale}")
-    if cfg.optim.batch_size < 1 or cfg.optim.accumulate < 1 or cfg.optim.epochs < 1:
-        raise ConfigError("optim.batch_size, optim.accumulate and optim.epochs must be at least 1")
+    _check_numbers(cfg)
+
+
+# (key, lowest, highest, lowest allowed itself, highest allowed itself); None: no bound on that side
+NUMBER_RULES: tuple[tuple[str, float | None, float | None, bool, bool], ...] = (
+    ("model.adapter_ratio", 0, None, False, True),
+    ("model.adapter_scale", None, None, True, True),  # any finite number
+    ("model.temporal_layers", 0, None, True, True),
+    ("model.temporal_heads", 1, None, True, True),
+    ("model.temporal_mlp_ratio", 0, None, False, True),
+    ("model.temporal_dropout", 0, 1, True, False),
+    ("model.blendshape_hidden", 1, None, True, True),
+    ("data.frames", 1, None, True, True),
+    ("data.jitter", 0, None, True, True),
+    ("data.landmark_radius", 0, None, True, True),
+    ("data.overlay_alpha", 0, 1, True, True),
+    ("data.num_workers", 0, None, True, True),
+    ("data.description_words", 1, None, True, True),
+    ("loss.logit_scale", 0, None, False, True),
+    ("loss.ce", 0, None, True, True),
+    ("loss.negative", 0, None, True, True),
+    ("loss.description", 0, None, True, True),
+    ("loss.label_smoothing", 0, 1, True, False),
+    ("loss.infer_negative", 0, None, True, True),
+    ("optim.epochs", 1, None, True, True),
+    ("optim.batch_size", 1, None, True, True),
+    ("optim.accumulate", 1, None, True, True),
+    ("optim.lr", 0, None, False, True),
+    ("optim.weight_decay", 0, None, True, True),
+    ("optim.warmup_steps", 0, None, True, True),
+    ("optim.min_lr_ratio", 0, 1, True, True),
+    ("optim.grad_clip", 0, None, True, True),
+    ("run.eval_every", 1, None, True, True),
+    ("run.checkpoint_every", 0, None, True, True),
+    ("run.max_steps", 0, None, True, True),
+    ("run.threads", 0, None, True, True),
+)
+
+
+def _check_numbers(cfg: Config) -> None:
+    """Refuse numbers no run can use (NaN, a negative learning rate, zero epochs) before anything is built,
+    naming the key: such a value would otherwise surface as a NaN loss or an empty loop much later."""
+    for key, low, high, low_ok, high_ok in NUMBER_RULES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value}")
+        too_low = low is not None and (value < low or (value == low and not low_ok))
+        too_high = high is not None and (value > high or (value == high and not high_ok))
+        if too_low or too_high:
+            if low is not None and high is not None:
+                want = f"in {'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+            else:
+                want = f"{'>=' if low_ok else '>'} {low}" if low is not None else f"{'<=' if high_ok else '<'} {high}"
+            raise ConfigError(f"config key {key!r} must be {want}, got {value}")
+    if cfg.model.fusion_weights is not None:
+        for w in cfg.model.fusion_weights:
+            if not math.isfinite(w) or w < 0:
+                raise ConfigError(f"config key 'model.fusion_weights' must hold finite numbers >= 0, "
+                                  f"got {cfg.model.fusion_weights}")
 
 
 def replace(cfg: Config, **sections) -> Config:

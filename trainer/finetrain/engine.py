@@ -191,6 +191,32 @@ def _write_metrics(out: Path, row: dict) -> None:
         writer.writerows(rows)
 
 
+def trim_logs(out: Path, step: int, epoch: int) -> None:
+    """Make the logs agree with the checkpoint a run resumes from: drop the steps after `step` and the
+    epoch rows after `epoch` (and a line cut short by a kill); they are written again as the run replays."""
+    for name, key, last in ((STEPS_JSONL, "step", step), (METRICS_JSONL, "epoch", epoch)):
+        path = out / name
+        if not path.is_file():
+            continue
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get(key), int) and row[key] <= last:
+                kept.append(line + "\n")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+    if (out / METRICS_JSONL).is_file():
+        rows = [json.loads(line) for line in (out / METRICS_JSONL).read_text().splitlines() if line]
+        with open(out / METRICS_CSV, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=[f.name for f in tables.METRICS], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
 def _param_groups(model) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -221,7 +247,9 @@ def write_test_outputs(out: Path, info: StoreInfo, result: dict, fold, epoch, se
         })
         pq.write_table(tables.conform(table, tables.PREDICTIONS), out / "predictions.parquet")
     summary = {"fold": fold, "selected": selected, "epoch": epoch, **scores.to_dict()}
-    (out / TEST_JSON).write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    tmp = out / (TEST_JSON + ".tmp")  # test.json marks a finished run: it appears whole or not at all
+    tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    os.replace(tmp, out / TEST_JSON)
     return summary
 
 
@@ -237,6 +265,8 @@ def train(cfg: Config, store: str | Path, out: str | Path, resume: bool = False,
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     last_dir = out / "checkpoints" / LAST
+    for name in (LAST, BEST):  # a kill inside checkpoint.save leaves the previous checkpoint to restore
+        ckpt.recover(out / "checkpoints" / name)
     if last_dir.exists() and not resume:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     if resume and not last_dir.exists():
@@ -261,6 +291,8 @@ def train(cfg: Config, store: str | Path, out: str | Path, resume: bool = False,
     state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best": None, "best_epoch": None, "done": False}
     if resume:
         state = ckpt.load(last_dir, model, optimizer)
+        if main:
+            trim_logs(out, state["step"], state["epoch"])
         console.print(f"resumed at epoch {state['epoch']}, step {state['step']}")
     net = model
     if world > 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,7 +161,9 @@ def write_run_info(out: str | Path, **info) -> None:
     path = Path(out) / RUN_INFO
     old = json.loads(path.read_text()) if path.is_file() else {}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**old, **info}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")  # whole or not at all: a killed run is read again on resume
+    tmp.write_text(json.dumps({**old, **info}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def read_run_info(run: str | Path) -> dict:

@@ -57,12 +57,11 @@ def pick_model_run(run: str | Path, fold: int | None = None) -> Path:
 
 def model_frames(folder: Path) -> int:
     """Frames the temporal heads were built for, read from the checkpoint's tensor shapes."""
-    from safetensors import safe_open
+    from .checkpoint import MODEL_FILE, tensor_shapes
 
-    with safe_open(str(folder / "model.safetensors"), framework="pt") as fh:
-        for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
-            if key.startswith("heads.") and key.endswith(".pos"):
-                return int(fh.get_slice(key).get_shape()[1]) - 1
+    for key, shape in tensor_shapes(Path(folder) / MODEL_FILE).items():
+        if key.startswith("heads.") and key.endswith(".pos"):
+            return int(shape[1]) - 1
     raise PredictError(f"{folder}: checkpoint holds no temporal head")
 
 
@@ -83,7 +82,12 @@ def load_model(run: str | Path, labels: tuple[str, ...] | None = None, which: st
     cfg = from_dict(meta["config"])
     cfg.run.device = device
     seed_everything(cfg.run.seed)
-    model = build_model(cfg, tuple(labels or meta["labels"]), model_frames(folder))
+    try:
+        model = build_model(cfg, tuple(labels or meta["labels"]), model_frames(folder))
+    except Exception as exc:
+        if ckpt.unreadable_weights(exc):
+            raise ckpt.refuse_pretrained(cfg.model.pretrained, exc) from None
+        raise
     ckpt.load(folder, model)
     return model.to(device).eval(), cfg
 

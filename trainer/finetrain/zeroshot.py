@@ -111,6 +111,8 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     last_dir = out / "checkpoints" / E.LAST
+    for name in (E.LAST, E.BEST):  # a kill inside checkpoint.save leaves the previous checkpoint to restore
+        ckpt.recover(out / "checkpoints" / name)
     if last_dir.exists() and not resume:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     info = StoreInfo.open(store)
@@ -142,6 +144,7 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
     state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best": None, "best_epoch": None, "done": False}
     if resume and last_dir.exists():
         state = ckpt.load(last_dir, model, optimizer)
+        E.trim_logs(out, state["step"], state["epoch"])
         console.print(f"resumed after epoch {state['epoch']}, step {state['step']}")
     total_steps = max(1, len(sampler) * cfg.optim.epochs)
     step = state["step"]

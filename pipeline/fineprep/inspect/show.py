@@ -16,7 +16,7 @@ import numpy as np
 
 from fineschema import layout
 
-from .store import StoreView, description_text
+from .store import InspectError, StoreView, description_text
 
 # RGB per parsing class (index = class value); background is never drawn.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -39,13 +39,40 @@ def overlay(frame: np.ndarray, parsing: np.ndarray, alpha: float = 0.45) -> np.n
     return out.round().clip(0, 255).astype(np.uint8)
 
 
+def read_clip_arrays(store: StoreView, row: dict) -> dict[str, np.ndarray]:
+    """The clip's frames, parsing, landmarks and face flags; a chunk that does not decode to the layout's
+    shape is one `InspectError` naming the clip and the array, not a codec traceback."""
+    data = {}
+    frames, size = int(store.attrs.get("frames", 0)), int(store.attrs.get("size", 0))
+    for spec in layout.ARRAYS:
+        if spec.name not in ("frames", "parsing", "landmarks", "face_found"):
+            continue
+        try:
+            value = store.arrays(row, names=(spec.name,))[spec.name]
+        except Exception as exc:  # codec errors differ by compressor: anything here means a damaged chunk
+            reason = (str(exc).splitlines() or [""])[0][:160] or type(exc).__name__
+            raise InspectError(
+                f"clip {row['clip_id']!r}: arrays.zarr/{spec.name} chunk {int(row['store_index'])} cannot be read "
+                f"({reason}); the store is damaged: `fineprep validate --store {store.root} --deep` lists every such "
+                "chunk; re-extract (`fineprep extract --overwrite`)"
+            ) from None
+        want = tuple(spec.concrete_shape(1, frames, size))[1:] if frames and size else value.shape
+        if value.shape != want:
+            raise InspectError(
+                f"clip {row['clip_id']!r}: arrays.zarr/{spec.name} holds shape {value.shape}, the layout wants "
+                f"{want}; the store is damaged there: re-extract it (`fineprep extract --overwrite`)"
+            )
+        data[spec.name] = value
+    return data
+
+
 def render_sheet(store: StoreView, clip_id: str, out: Path, frames: int | None = None) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     row = store.ok_row(clip_id)
-    data = store.arrays(row)
+    data = read_clip_arrays(store, row)
     total = data["frames"].shape[0]
     chosen = pick_frames(total, frames)
     size = data["frames"].shape[1]

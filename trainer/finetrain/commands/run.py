@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         from fineschema import StoreError
 
         from ..backbone import BackboneError
-        from ..checkpoint import CheckpointError
+        from ..checkpoint import CheckpointError, refuse_pretrained, unreadable_weights
         from ..config import ConfigError, apply, load_config, parse_override, validate
         from ..engine import CONFIG_FILE, train
         from ..folds import is_main_process, parse_folds, run_folds, store_run_info, write_run_info
@@ -75,4 +75,10 @@ def register(app: typer.Typer) -> None:
         except (ConfigError, StoreError, SplitError, BackboneError, CheckpointError, ZeroShotError,
                 ValueError) as exc:
             err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except Exception as exc:
+            if not unreadable_weights(exc):
+                raise
+            err.print(f"[red]error:[/] {refuse_pretrained(cfg.model.pretrained, exc)}", highlight=False,
+                      soft_wrap=True)
             sys.exit(2)
