@@ -270,7 +270,10 @@ def train(cfg: Config, store: str | Path, out: str | Path, resume: bool = False,
     if last_dir.exists() and not resume:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     if resume and not last_dir.exists():
-        raise ConfigError(f"{out}: nothing to resume (no checkpoints/{LAST}); run without --resume")
+        if not (out / CONFIG_FILE).is_file():
+            raise ConfigError(f"{out}: nothing to resume (no checkpoints/{LAST}); run without --resume")
+        console.print("[yellow]note:[/] the run stopped before its first checkpoint; starting it from the beginning")
+        resume = False
 
     prep = prepare(cfg, store)
     info, split = prep.info, prep.split
@@ -294,6 +297,8 @@ def train(cfg: Config, store: str | Path, out: str | Path, resume: bool = False,
         if main:
             trim_logs(out, state["step"], state["epoch"])
         console.print(f"resumed at epoch {state['epoch']}, step {state['step']}")
+    elif main:
+        trim_logs(out, 0, 0)  # rows of a start killed before its first checkpoint
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP

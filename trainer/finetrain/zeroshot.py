@@ -146,6 +146,8 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
         state = ckpt.load(last_dir, model, optimizer)
         E.trim_logs(out, state["step"], state["epoch"])
         console.print(f"resumed after epoch {state['epoch']}, step {state['step']}")
+    else:
+        E.trim_logs(out, 0, 0)  # rows of a start killed before its first checkpoint
     total_steps = max(1, len(sampler) * cfg.optim.epochs)
     step = state["step"]
     cfg_json = cfg.to_json()
