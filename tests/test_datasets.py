@@ -137,8 +137,9 @@ def test_dfew_bad_lines_and_conflicts(tmp_path):
     assert bad.status == tables.STATUS_BAD_ANNOTATION and "not a number" in bad.error
     first = entries["00001"]
     assert first.test_folds == [1] and first.status == tables.STATUS_PENDING
-    assert first.label == "surprise", "the first label read (fold 1) is kept"
-    assert "label conflict" in first.error and "'sadness'" in first.error
+    assert first.label == "sadness", "four files say sadness, one surprise: the majority is kept"
+    assert first.error is None
+    assert "label conflict" in first.notes_text and "'surprise' 1x" in first.notes_text
 
 
 def test_dfew_no_splits_is_a_clear_error(tmp_path):
@@ -245,12 +246,13 @@ def test_folder_videos_frames_labels_and_symlinks(tmp_path):
                  "gone.mp4,fear,\r\nb.AVI,ANGER,\r\n../x.mp4,fear,\r\na/clip1.mp4,Bored,\r\n")
     entries = _by_id(index_dataset("folder", root, labels_csv=csv))
     assert (entries["a/clip1"].label, entries["a/clip1"].train_folds) == ("happiness", [1])
-    assert entries["b"].label == "sadness" and entries["b"].test_folds == [1]
-    assert "label conflict: 'anger'" in entries["b"].error
+    assert entries["b"].test_folds == [1]
+    assert entries["b"].status == tables.STATUS_BAD_ANNOTATION, "sadness once, anger once: no majority"
+    assert "no majority" in entries["b"].error and "'anger' 1x" in entries["b"].notes_text
     assert entries["frames/c3"].label is None and entries["frames/c3"].compound_label == "anger_disgust"
     assert entries["gone"].status == tables.STATUS_MISSING
     assert entries["../x.mp4"].status == tables.STATUS_OUTSIDE_ROOT
-    assert "labels.csv:8" in entries["a/clip1"].error and entries["a/clip1"].status == "pending"
+    assert "labels.csv:8" in entries["a/clip1"].notes_text and entries["a/clip1"].status == "pending"
     videos = _by_id(index_dataset("folder", root, source="videos"))
     assert "frames/c3" not in videos
 

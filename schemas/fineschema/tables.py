@@ -17,10 +17,11 @@ STATUS_MISSING = "missing"          # listed in a split file, absent on disk
 STATUS_CORRUPT = "corrupt"          # zero-byte, truncated or undecodable media
 STATUS_BAD_ANNOTATION = "bad_annotation"  # a split line that does not parse
 STATUS_OUTSIDE_ROOT = "outside_root"      # a path that resolves outside the dataset root
+STATUS_BAD_PATH = "bad_path"        # a file name that cannot be stored (not UTF-8) or resolved (symlink loop)
 STATUS_ERROR = "error"              # anything else, with the message
 STATUSES = (
     STATUS_OK, STATUS_PENDING, STATUS_NO_FACE, STATUS_MISSING, STATUS_CORRUPT,
-    STATUS_BAD_ANNOTATION, STATUS_OUTSIDE_ROOT, STATUS_ERROR,
+    STATUS_BAD_ANNOTATION, STATUS_OUTSIDE_ROOT, STATUS_BAD_PATH, STATUS_ERROR,
 )
 
 MANIFEST = pa.schema(
@@ -42,6 +43,7 @@ MANIFEST = pa.schema(
         pa.field("store_index", pa.int64()),             # row in the Zarr arrays, -1 when none
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
+        pa.field("notes", pa.string()),                  # what the index noticed (label conflict settled, ...)
     ],
     metadata={b"schema_version": str(SCHEMA_VERSION).encode(), b"kind": b"manifest"},
 )

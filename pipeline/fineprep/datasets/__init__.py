@@ -10,11 +10,15 @@ file:line), `outside_root` (a path that would leave the root; never followed).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from ..entries import ClipEntry
 from . import dfew, ferv39k, folder, mafw
 from .common import (
+    FLAG_BAD_LINE,
+    FLAG_LABEL_CONFLICT,
+    FLAG_OVERLAP,
     IMAGE_EXTS,
     VIDEO_EXTS,
     DatasetLayoutError,
@@ -40,23 +44,42 @@ _READERS = {"dfew": dfew.index, "ferv39k": ferv39k.index, "mafw": mafw.index}
 
 
 def index_dataset(dataset: str, root: Path, source: str | None = None,
-                  labels_csv: Path | None = None) -> list[ClipEntry]:
-    """Read a dataset's split files (or scan a folder) into clip entries, in natural clip-id order."""
+                  labels_csv: Path | None = None, strict: bool = False) -> list[ClipEntry]:
+    """Read a dataset's split files (or scan a folder) into clip entries, in natural clip-id order.
+
+    Label conflicts between split files go to the majority (a tie refuses the clip); a clip in both
+    the train and test set of one fold leaves that fold's train side. `strict` refuses both instead.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"dataset root {root} does not exist or is not a folder")
     if dataset == "folder":
-        return folder.index(root, source, labels_csv)
+        return folder.index(root, source, labels_csv, strict=strict)
     if labels_csv is not None:
         raise DatasetLayoutError(f"--labels is for `folder` datasets; {dataset} labels come from its split files")
     try:
         reader = _READERS[dataset]
     except KeyError:
         raise DatasetLayoutError(f"unknown dataset {dataset!r}; choose one of {', '.join(SOURCES)}") from None
-    return reader(root, source)
+    return reader(root, source, strict=strict)
+
+
+INDEX_FLAGS = {
+    FLAG_LABEL_CONFLICT: "with a label conflict between split files (majority kept, or refused)",
+    FLAG_OVERLAP: "in both the train and the test list of a fold (dropped from that train side, or refused)",
+    FLAG_BAD_LINE: "with a bad line elsewhere in the split files",
+}
+
+
+def index_report(entries: list[ClipEntry]) -> list[str]:
+    """One line per kind of index note with its clip count, for the extract's console; every note
+    itself is in the clip's `notes` column."""
+    counts = Counter(flag for e in entries for flag in e.flags)
+    return [f"index: {counts[flag]} clip(s) {text}; see the manifest's notes column"
+            for flag, text in INDEX_FLAGS.items() if counts.get(flag)]
 
 
 __all__ = [
     "IMAGE_EXTS", "LABEL_SET", "SOURCES", "VIDEO_EXTS", "ClipEntry", "DatasetLayoutError", "OutsideRootError",
-    "frame_files", "index_dataset", "natural_key", "natural_sorted", "resolve_inside",
+    "frame_files", "index_dataset", "index_report", "natural_key", "natural_sorted", "resolve_inside",
 ]

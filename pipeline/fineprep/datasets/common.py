@@ -31,6 +31,33 @@ class OutsideRootError(ValueError):
     """A path from an annotation file that would lead outside the dataset root."""
 
 
+class BadPathError(ValueError):
+    """A path that cannot be stored or resolved: a name that is not UTF-8, or a symlink loop."""
+
+
+def storable_name(text: str) -> str:
+    """`text` as a printable string the manifest can hold: bytes that are not UTF-8 (which Python keeps
+    as lone surrogates in file names) are written as `\\xNN` escapes."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def is_storable(text: str) -> bool:
+    """Whether `text` encodes as UTF-8 (a file name with bytes that are not UTF-8 does not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def real_path(path: Path) -> Path:
+    """`path.resolve()`, with a symlink loop turned into BadPathError naming the path."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:
+        raise BadPathError(f"{storable_name(str(path))} cannot be resolved (a symlink loop?): {exc}") from None
+
+
 # --------------------------------------------------------------------------------------------- paths
 def resolve_inside(root: str | Path, rel: str | os.PathLike) -> Path:
     """Resolve `rel` against `root`, refusing absolute paths, `..` escapes and symlinks leaving the root.
@@ -42,7 +69,7 @@ def resolve_inside(root: str | Path, rel: str | os.PathLike) -> Path:
     if not text or text.startswith("/") or re.match(r"^[A-Za-z]:", text):
         raise OutsideRootError(f"path {text!r} is absolute or empty; annotation paths must be relative to {root}")
     base = Path(root).resolve()
-    target = (base / text).resolve(strict=False)
+    target = real_path(base / text)
     if not target.is_relative_to(base):
         raise OutsideRootError(f"path {text!r} resolves to {target}, outside the dataset root {base}")
     return target
@@ -87,7 +114,7 @@ def frame_files(root: str | Path, entry: ClipEntry) -> list[Path]:
     files = list_frames(folder)
     base = Path(root).resolve()
     for f in files:
-        if not f.resolve().is_relative_to(base):
+        if not real_path(f).is_relative_to(base):
             raise OutsideRootError(f"clip {entry.clip_id}: frame {f.name} links outside the dataset root {base}")
     return files
 
@@ -127,19 +154,28 @@ def canonical_label(raw: str, dataset: str, allowed: tuple[str, ...] | None = No
 
 
 # ------------------------------------------------------------------------------------------- merging
+FLAG_LABEL_CONFLICT = "label_conflict"
+FLAG_OVERLAP = "train_test_overlap"
+FLAG_BAD_LINE = "bad_line_elsewhere"
+
+
 class IndexBuilder:
     """Collects split-file lines into one entry per clip, with every fold it belongs to.
 
-    The first label seen for a clip is kept; a different label in a later file is written into the
-    entry's `error` (the clip stays usable). Lines that do not parse become `bad_annotation` rows,
-    unless the same clip parsed fine elsewhere, in which case the bad line is noted on that clip.
+    Every label a clip is given is counted. In `finish`, a clip whose files disagree takes the label
+    most of them give (noted on the clip); a tie, or any disagreement with `strict`, refuses the clip
+    as `bad_annotation`. A clip listed in both the train and the test set of one fold is dropped from
+    that fold's train side (noted), or refused with `strict`: training must never see a test clip.
+    Lines that do not parse become `bad_annotation` rows, unless the same clip parsed fine elsewhere,
+    in which case the bad line is noted on that clip.
     """
 
-    def __init__(self, dataset: str, root: Path):
+    def __init__(self, dataset: str, root: Path, strict: bool = False):
         self.dataset = dataset
         self.root = Path(root)
+        self.strict = strict
         self.entries: dict[str, ClipEntry] = {}
-        self._label_where: dict[str, str] = {}
+        self._votes: dict[str, list[tuple[str, str]]] = {}
         self._bad: dict[str, list[str]] = {}
 
     def where(self, path: Path, line: int) -> str:
@@ -156,13 +192,10 @@ class IndexBuilder:
             entry = ClipEntry(clip_id=clip_id, dataset=self.dataset, source_path=source_path, media=media,
                               label=label)
             self.entries[clip_id] = entry
-            self._label_where[clip_id] = where
-        elif label is not None and entry.label is not None and label != entry.label:
-            note_error(entry, f"label conflict: {label!r} at {where} vs {entry.label!r} at "
-                              f"{self._label_where[clip_id]}; kept {entry.label!r}")
         elif entry.label is None and label is not None:
             entry.label = label
-            self._label_where[clip_id] = where
+        if label is not None:
+            self._votes.setdefault(clip_id, []).append((label, where))
         if fold is not None and split is not None:
             folds = entry.train_folds if split == "train" else entry.test_folds
             if fold not in folds:
@@ -174,15 +207,55 @@ class IndexBuilder:
         key = clip_id or where
         self._bad.setdefault(key, []).append(f"{where}: {reason}")
 
+    def _settle_label(self, entry: ClipEntry) -> None:
+        votes = self._votes.get(entry.clip_id, [])
+        counts: dict[str, list[str]] = {}
+        for label, where in votes:
+            counts.setdefault(label, []).append(where)
+        if len(counts) < 2:
+            return
+        ranked = sorted(counts.items(), key=lambda kv: -len(kv[1]))
+        detail = ", ".join(f"{label!r} {len(w)}x ({', '.join(w[:3])}{', ...' if len(w) > 3 else ''})"
+                           for label, w in ranked)
+        tie = len(ranked[1][1]) == len(ranked[0][1])
+        if self.strict or tie:
+            why = "--strict refuses any disagreement" if self.strict and not tie else "no majority"
+            entry.label = None
+            if entry.status == tables.STATUS_PENDING:
+                entry.status = tables.STATUS_BAD_ANNOTATION
+                note_error(entry, f"label conflict: {detail}; {why}, clip refused (fix the split files)")
+            entry.note(f"label conflict: {detail}; {why}", FLAG_LABEL_CONFLICT)
+            return
+        entry.label = ranked[0][0]
+        entry.note(f"label conflict: {detail}; majority {entry.label!r} kept", FLAG_LABEL_CONFLICT)
+
+    def _settle_overlap(self, entry: ClipEntry) -> None:
+        both = sorted(set(entry.train_folds) & set(entry.test_folds))
+        if not both:
+            return
+        folds = ", ".join(map(str, both))
+        if self.strict:
+            if entry.status == tables.STATUS_PENDING:
+                entry.status = tables.STATUS_BAD_ANNOTATION
+                note_error(entry, f"listed in both train and test of fold {folds}; --strict refuses the clip")
+            entry.note(f"in both train and test of fold {folds}; refused (--strict)", FLAG_OVERLAP)
+            return
+        entry.train_folds = [f for f in entry.train_folds if f not in both]
+        entry.note(f"in both train and test of fold {folds}; dropped from the train side there", FLAG_OVERLAP)
+
     def finish(self, check_media=None) -> list[ClipEntry]:
-        """Check media on disk for every parsed clip, add bad-annotation rows, return in natural order."""
+        """Settle labels and fold overlaps, check media on disk for every usable clip, add bad-annotation
+        rows; return the entries in natural order."""
+        for entry in self.entries.values():
+            self._settle_label(entry)
+            self._settle_overlap(entry)
         for entry in self.entries.values():
             if entry.status == tables.STATUS_PENDING and check_media is not None:
                 check_media(entry)
         for key, reasons in self._bad.items():
             text = "; ".join(reasons)
             if key in self.entries:
-                note_error(self.entries[key], "bad line also found: " + text)
+                self.entries[key].note("bad line also found: " + text, FLAG_BAD_LINE)
             else:
                 self.entries[key] = ClipEntry(clip_id=key, dataset=self.dataset, source_path=None,
                                               status=tables.STATUS_BAD_ANNOTATION, error=text)
@@ -190,6 +263,7 @@ class IndexBuilder:
 
 
 def note_error(entry: ClipEntry, message: str) -> None:
+    """Add to the reason of a clip's (non-ok) status."""
     entry.error = message if not entry.error else f"{entry.error}; {message}"
 
 
@@ -214,6 +288,10 @@ def locate(entry: ClipEntry, root: Path, candidates: list[str], annotated: str |
         except OutsideRootError as exc:
             escapes.append(str(exc))
             continue
+        except BadPathError as exc:
+            entry.status, entry.source_path = tables.STATUS_BAD_PATH, None
+            note_error(entry, f"{exc}; fix or remove the link")
+            return
         exists = path.is_dir() if entry.media == "frames" else path.is_file()
         if exists:
             entry.source_path = rel

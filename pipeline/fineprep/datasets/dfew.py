@@ -66,12 +66,12 @@ def _is_header(line: str) -> bool:
     return not any(f.isdigit() for f in fields)
 
 
-def index(root: Path, source: str | None = None) -> list:
+def index(root: Path, source: str | None = None, strict: bool = False) -> list:
     source = source or SOURCES[0]
     if source not in SOURCES:
         raise DatasetLayoutError(f"unknown DFEW source {source!r}; choose one of {', '.join(SOURCES)}")
     media = "video" if source == "original" else "frames"
-    builder = IndexBuilder("dfew", root)
+    builder = IndexBuilder("dfew", root, strict=strict)
     raw_ids: dict[str, str] = {}  # the id as the CSV spells it, tried on disk after the padded one
     found = 0
     for fold in FOLDS:

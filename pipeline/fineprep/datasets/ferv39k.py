@@ -35,12 +35,12 @@ def _frames_dir(root: Path) -> str:
     return "2_ClipsforFaceCrop"
 
 
-def index(root: Path, source: str | None = None) -> list:
+def index(root: Path, source: str | None = None, strict: bool = False) -> list:
     source = source or SOURCES[0]
     if source not in SOURCES:
         raise DatasetLayoutError(f"unknown FERV39k source {source!r}; choose one of {', '.join(SOURCES)}")
     media = "frames" if source == SOURCES[0] else "video"
-    builder = IndexBuilder("ferv39k", root)
+    builder = IndexBuilder("ferv39k", root, strict=strict)
     found = 0
     for split, name in SPLITS.items():
         path = root / SETUP_DIR / name

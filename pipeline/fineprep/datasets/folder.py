@@ -5,7 +5,9 @@ Every video file (.mp4 .avi .mov .mkv .webm) and every folder that directly hold
 `path,label` (paths relative to the root, with or without the extension; label names in any
 dataset's spelling: `Happy`, `happiness`, `anger_disgust`...), and optionally `split` (`train` or
 `test`, giving fold 1). Without a CSV the clips are unlabelled. Symlinks that leave the root are
-recorded as `outside_root` and never followed.
+recorded as `outside_root` and never followed; names that are not UTF-8 and symlink loops are
+recorded as `bad_path` (with the name's undecodable bytes escaped as `\\xNN`), so one bad file name
+never stops the job.
 """
 
 from __future__ import annotations
@@ -21,18 +23,57 @@ from ..entries import ClipEntry
 from .common import (
     IMAGE_EXTS,
     VIDEO_EXTS,
+    BadPathError,
     DatasetLayoutError,
     IndexBuilder,
     OutsideRootError,
     check_relative,
     decode_text,
+    is_storable,
     natural_sorted,
     note_error,
     posix_rel,
+    real_path,
     resolve_inside,
+    storable_name,
 )
 
 SOURCES: tuple[str, ...] = ("all", "videos", "frames")
+
+
+def _unusable_path(builder: IndexBuilder, rel: str, media: str, base: Path, path: Path) -> bool:
+    """Record `rel` as a `bad_path` or `outside_root` row when it cannot be extracted; True when it was.
+
+    A name that is not UTF-8 cannot go into the manifest (its id is stored with `\\xNN` escapes); a
+    symlink loop cannot be opened; a symlink out of the root is never followed.
+    """
+    if not is_storable(rel):
+        clip_id, name = storable_name(_clip_id(rel, media)), storable_name(rel)
+        entry = builder.add(clip_id, None, media, None, fold=None, split=None, where=name)
+        entry.status, entry.source_path = tables.STATUS_BAD_PATH, None
+        note_error(entry, f"the name {name!r} is not valid UTF-8 and cannot be stored; rename it "
+                          "(e.g. `convmv -f latin1 -t utf8`) to extract it")
+        return True
+    if not path.is_symlink():
+        return False
+    try:
+        target = real_path(path)
+    except BadPathError as exc:
+        entry = builder.add(_clip_id(rel, media), None, media, None, fold=None, split=None, where=rel)
+        entry.status, entry.source_path = tables.STATUS_BAD_PATH, None
+        note_error(entry, f"{exc}; fix or remove the link")
+        return True
+    if not target.is_relative_to(base):
+        entry = builder.add(_clip_id(rel, media), None, media, None, fold=None, split=None, where=rel)
+        entry.status, entry.source_path = tables.STATUS_OUTSIDE_ROOT, None
+        note_error(entry, f"{rel} is a symlink to {target}, outside the root {base}; not followed")
+        return True
+    return False
+
+
+def _clip_id(rel: str, media: str) -> str:
+    suffix = Path(rel).suffix
+    return rel[: -len(suffix)] if media == "video" and suffix.lower() in VIDEO_EXTS else rel
 
 
 def _scan(root: Path, source: str, builder: IndexBuilder) -> None:
@@ -43,15 +84,13 @@ def _scan(root: Path, source: str, builder: IndexBuilder) -> None:
         dirnames.sort()
         for name in list(dirnames):
             link = here / name
-            if link.is_symlink() and not link.resolve().is_relative_to(base):
-                rel = posix_rel(link, root)
-                entry = builder.add(rel, None, "frames", None, fold=None, split=None, where=rel)
-                entry.status = tables.STATUS_OUTSIDE_ROOT
-                note_error(entry, f"{rel} is a symlink to {link.resolve()}, outside the root {base}; not followed")
+            if link.is_symlink():
+                _unusable_path(builder, posix_rel(link, root), "frames", base, link)
         images = [f for f in filenames if Path(f).suffix.lower() in IMAGE_EXTS]
         if want_frames and images and here != root:
             rel = posix_rel(here, root)
-            builder.add(rel, rel, "frames", None, fold=None, split=None, where=rel)
+            if not _unusable_path(builder, rel, "frames", base, here):
+                builder.add(rel, rel, "frames", None, fold=None, split=None, where=rel)
         if not want_videos:
             continue
         for name in natural_sorted(filenames):
@@ -59,14 +98,13 @@ def _scan(root: Path, source: str, builder: IndexBuilder) -> None:
                 continue
             path = here / name
             rel = posix_rel(path, root)
-            clip_id = rel[: -len(path.suffix)]
-            if clip_id in builder.entries:
-                note_error(builder.entries[clip_id], f"{rel} has the same clip id; ignored")
+            if _unusable_path(builder, rel, "video", base, path):
                 continue
-            entry = builder.add(clip_id, rel, "video", None, fold=None, split=None, where=rel)
-            if path.is_symlink() and not path.resolve().is_relative_to(base):
-                entry.status, entry.source_path = tables.STATUS_OUTSIDE_ROOT, None
-                note_error(entry, f"{rel} is a symlink to {path.resolve()}, outside the root {base}; not followed")
+            clip_id = _clip_id(rel, "video")
+            if clip_id in builder.entries:
+                builder.entries[clip_id].note(f"{rel} has the same clip id; ignored", "duplicate_id")
+                continue
+            builder.add(clip_id, rel, "video", None, fold=None, split=None, where=rel)
 
 
 def _apply_labels(root: Path, labels_csv: Path, builder: IndexBuilder) -> None:
@@ -126,13 +164,14 @@ def any_spelling(raw: str) -> str:
     raise labels.LabelError(f"label {raw!r} is not a DFEW, FERV39k or MAFW class name")
 
 
-def index(root: Path, source: str | None = None, labels_csv: Path | None = None) -> list[ClipEntry]:
+def index(root: Path, source: str | None = None, labels_csv: Path | None = None,
+          strict: bool = False) -> list[ClipEntry]:
     source = source or SOURCES[0]
     if source not in SOURCES:
         raise DatasetLayoutError(f"unknown folder source {source!r}; choose one of {', '.join(SOURCES)}")
     if not Path(root).is_dir():
         raise DatasetLayoutError(f"{root} is not a folder")
-    builder = IndexBuilder("folder", root)
+    builder = IndexBuilder("folder", root, strict=strict)
     _scan(Path(root), source, builder)
     if labels_csv is not None:
         _apply_labels(Path(root), Path(labels_csv), builder)

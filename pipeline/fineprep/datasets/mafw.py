@@ -94,10 +94,21 @@ def _captions(split_dir: Path, builder: IndexBuilder) -> dict[str, tuple[str | N
     return out
 
 
-def index(root: Path, source: str | None = None) -> list:
+def _compound_label(entry, votes: dict[str, list[str]]) -> str | None:
+    """The compound label most of the compound split files give (the first read on a tie), noted when they disagree."""
+    if not votes:
+        return None
+    ranked = sorted(votes.items(), key=lambda kv: -len(kv[1]))  # stable: the first read wins a tie
+    if len(ranked) > 1:
+        detail = ", ".join(f"{label!r} {len(w)}x ({', '.join(w[:3])})" for label, w in ranked)
+        entry.note(f"compound label conflict: {detail}; {ranked[0][0]!r} kept", "compound_conflict")
+    return ranked[0][0]
+
+
+def index(root: Path, source: str | None = None, strict: bool = False) -> list:
     media, template = _source(source)
     split_dir = _split_dir(root)
-    builder = IndexBuilder("mafw", root)
+    builder = IndexBuilder("mafw", root, strict=strict)
     found = 0
     for fold in FOLDS:
         for split in ("train", "test"):
@@ -122,7 +133,7 @@ def index(root: Path, source: str | None = None) -> list:
             "(is --root the folder that holds `Train & Test Set` and `data`?)"
         )
 
-    compound: dict[str, str] = {}
+    compound: dict[str, dict[str, list[str]]] = {}  # clip -> compound label -> where it was read
     for fold in FOLDS:
         for split in ("train", "test"):
             path = split_dir / "compound" / "no_caption" / f"set_{fold}" / f"{split}.txt"
@@ -134,11 +145,11 @@ def index(root: Path, source: str | None = None) -> list:
                 except (ValueError, labels.LabelError) as exc:
                     log.warning("MAFW compound line %s does not parse: %s", builder.where(path, number), exc)
                     continue
-                compound.setdefault(clip_id, label)
+                compound.setdefault(clip_id, {}).setdefault(label, []).append(builder.where(path, number))
 
     captions = _captions(split_dir, builder)
     for clip_id, entry in builder.entries.items():
-        entry.compound_label = compound.get(clip_id)
+        entry.compound_label = _compound_label(entry, compound.get(clip_id, {}))
         zh, en = captions.get(clip_id, (None, None))
         entry.caption_zh, entry.caption_en = zh, en
 

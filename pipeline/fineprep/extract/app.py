@@ -22,9 +22,10 @@ def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, si
                     source: str | None = None, labels_csv: Path | None = None, workers: int | None = None,
                     scheduler: str | None = None, limit: int | None = None, batch_size: int = 16,
                     overwrite: bool = False, landmarker: Path | None = None, margin: float = 0.6,
-                    landmark_mode: str = "image",
+                    landmark_mode: str = "image", strict: bool = False, max_pixels: int | None = None,
+                    memory_limit: str | None = None,
                     console: Console | None = None) -> runner.Outcome:
-    from ..datasets import SOURCES, DatasetLayoutError, index_dataset
+    from ..datasets import SOURCES, DatasetLayoutError, index_dataset, index_report
 
     console = console or Console(stderr=True)
     root, out = Path(root).resolve(), Path(out).resolve()
@@ -38,28 +39,34 @@ def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, si
     if sha != faces.DEFAULT_LANDMARKER_SHA256:
         console.print(f"note: landmarker {model_path.name} sha256 {sha[:12]}... differs from the default model")
     try:
-        entries = index_dataset(dataset, root, source, labels_csv) if labels_csv else \
-            index_dataset(dataset, root, source)
+        entries = index_dataset(dataset, root, source, labels_csv, strict=strict) if labels_csv else \
+            index_dataset(dataset, root, source, strict=strict)
     except (DatasetLayoutError, ValueError) as exc:
         raise ExtractError(str(exc).splitlines()[0]) from None
     if not entries:
         raise ExtractError(f"the {dataset} index of {root} (source {source}) lists no clips")
+    for line in index_report(entries):
+        console.print(f"[yellow]{line}")
     return extract_entries(entries, dataset=dataset, source=source, root=root, out=out, frames=frames, size=size,
                            workers=workers, scheduler=scheduler, limit=limit, batch_size=batch_size,
                            overwrite=overwrite, model_path=model_path, model_sha256=sha, margin=margin,
-                           landmark_mode=landmark_mode, console=console)
+                           landmark_mode=landmark_mode, max_pixels=max_pixels, memory_limit=memory_limit,
+                           console=console)
 
 
 def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out: Path, frames: int, size: int,
                     workers: int | None, scheduler: str | None, limit: int | None, batch_size: int,
                     overwrite: bool, model_path: Path, model_sha256: str, margin: float,
-                    console: Console, landmark_mode: str = "image") -> runner.Outcome:
+                    console: Console, landmark_mode: str = "image", max_pixels: int | None = None,
+                    memory_limit: str | None = None) -> runner.Outcome:
     """Extract already-indexed clips (`ClipEntry` list) into the store at `out`."""
     from ..datasets import LABEL_SET
 
     sha = model_sha256
     plan = runner.make_plan(entries, batch_size, limit)
     settings = Settings(frames=frames, size=size, margin=margin, landmark_mode=landmark_mode)
+    if max_pixels is not None:
+        settings.max_pixels = max_pixels
     label_set = LABEL_SET.get(dataset, dataset)
     attrs = store.store_attrs(
         dataset=dataset, source=source, label_set=label_set, landmark_sha256=sha,
@@ -77,7 +84,12 @@ def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out
         # Nothing left to extract: no cluster, just the index part and the manifest.
         client = cluster = None
     else:
-        client, cluster = runner.start_client(workers, scheduler, console)
+        if not scheduler:
+            for line in runner.resource_warnings(workers, memory_limit or runner.DEFAULT_MEMORY_LIMIT,
+                                                 frames=frames, size=size):
+                console.print(f"[yellow]warning: {line}")
+        client, cluster = runner.start_client(workers, scheduler, console,
+                                              memory_limit=memory_limit or runner.DEFAULT_MEMORY_LIMIT)
     try:
         outcome = runner.run(plan, root=root, out=out, settings=settings, model_path=str(model_path),
                              label_names=fl.label_set(label_set), client=client, console=console)

@@ -28,6 +28,7 @@ class BatchSpec:
     settings: Settings
     model_path: str
     label_names: tuple[str, ...]
+    write_part: bool = True  # False: a clip retried alone; its rows go back to the runner, which writes the part
 
 
 @dataclass
@@ -38,6 +39,13 @@ class BatchReport:
     pid: int = 0
     peak_rss_mb: float = 0.0   # the worker process's high-water mark so far
     rss_mb: float = 0.0        # its resident memory when the batch ended
+    rows: list[dict] | None = None  # the manifest rows, when the batch did not write its part itself
+
+
+def printable(text: str | None) -> str | None:
+    """A message the manifest can store: bytes of a file name that are not UTF-8 become `\\xNN`."""
+    return None if text is None else os.fsencode(text).decode("utf-8", "backslashreplace")
+
 
 
 def _tune_process() -> None:
@@ -137,15 +145,17 @@ def run_batch(spec: BatchSpec) -> BatchReport:
                 timer.add("write", t0)
             rows.append(manifest_row(
                 entry, spec.label_names, store_index if result.status == tables.STATUS_OK else -1,
-                result.status, result.error, num_source_frames=result.num_source_frames, fps=result.fps,
+                result.status, printable(result.error), num_source_frames=result.num_source_frames, fps=result.fps,
                 frame_indices=result.indices or None, face_found_ratio=result.face_found_ratio,
             ))
             statuses[result.status] = statuses.get(result.status, 0) + 1
-    t0 = time.perf_counter()
-    write_part(Path(spec.out), part_name(spec.batch), rows)
-    timer.add("marker", t0)
+    if spec.write_part:
+        t0 = time.perf_counter()
+        write_part(Path(spec.out), part_name(spec.batch), rows)
+        timer.add("marker", t0)
     import psutil
 
     peak_mb = peak_rss_mb()
     now_mb = psutil.Process().memory_info().rss / 2**20
-    return BatchReport(spec.batch, statuses, dict(timer.seconds), os.getpid(), peak_mb, now_mb)
+    return BatchReport(spec.batch, statuses, dict(timer.seconds), os.getpid(), peak_mb, now_mb,
+                       rows=None if spec.write_part else rows)

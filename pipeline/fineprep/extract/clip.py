@@ -34,9 +34,11 @@ class Settings:
     parser: str = "mesh"
     landmark_mode: str = "image"  # image: each kept frame alone; video: track across the kept frames
     crop_frame_sources: bool = False  # frame folders are face crops already: resize, do not re-crop
+    max_pixels: int = media.DEFAULT_MAX_PIXELS  # larger frames are refused before decoding
 
     def as_attrs(self) -> dict:
-        return dict(self.__dict__)
+        """The settings that shape stored data (`max_pixels` only decides which clips are refused)."""
+        return {k: v for k, v in self.__dict__.items() if k != "max_pixels"}
 
 
 @dataclass
@@ -81,9 +83,10 @@ def extract_clip(entry: ClipEntry, root: Path, settings: Settings, models: faces
     except media.ClipFailure as exc:
         return ClipResult(entry, exc.status, str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad clip never stops the batch
-        from ..datasets.common import OutsideRootError
+        from ..datasets.common import BadPathError, OutsideRootError
 
-        status = tables.STATUS_OUTSIDE_ROOT if isinstance(exc, OutsideRootError) else tables.STATUS_ERROR
+        status = tables.STATUS_OUTSIDE_ROOT if isinstance(exc, OutsideRootError) else \
+            tables.STATUS_BAD_PATH if isinstance(exc, BadPathError) else tables.STATUS_ERROR
         return ClipResult(entry, status, f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
@@ -97,9 +100,11 @@ def _extract(entry, root, settings, models, tracker, parser, timer) -> ClipResul
         folder = source_of(root, entry)
         if not folder.is_dir():
             raise media.ClipFailure(tables.STATUS_MISSING, f"frame folder {entry.source_path} not found")
-        sampled = media.read_image_files(frame_files(root, entry), settings.frames, entry.source_path)
+        need = settings.size * (4 if settings.crop_frame_sources else 1)  # a face may be a quarter of a frame
+        sampled = media.read_image_files(frame_files(root, entry), settings.frames, entry.source_path,
+                                         max_pixels=settings.max_pixels, need_side=need)
     else:
-        sampled = media.read_video(source_of(root, entry), settings.frames)
+        sampled = media.read_video(source_of(root, entry), settings.frames, settings.max_pixels)
     t0 = timer.add("decode", t0)
 
     size = settings.size

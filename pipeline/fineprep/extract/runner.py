@@ -66,7 +66,48 @@ class Outcome:
         return self.statuses.get(tables.STATUS_OK, 0)
 
 
-def start_client(workers: int | None, scheduler: str | None, console: Console):
+# Dask retries a task whose worker died 3 times by default, killing a worker each time; a batch whose
+# worker died is retried clip by clip here anyway, so one retry is enough to tell a culprit from bad luck.
+ALLOWED_FAILURES = 1
+DEFAULT_MEMORY_LIMIT = "3GiB"
+
+# What one extract worker process holds (mediapipe models, OpenCV, the store handle, one clip in flight):
+# a base plus the clip's arrays. Measured from BatchReport.peak_rss_mb on synthetic 256 px clips, 16 frames:
+# 372 MB at --size 112, 375 at 224, 398-413 at 448 (2-core CPU, 24 GiB, 2026-12-02); sources larger than
+# the crop add their decoded frames on top.
+WORKER_BASE_MB = 400
+CLIP_BYTES_PER_PIXEL = 12  # per stored frame pixel: crop, parsing map and their working copies
+
+
+def worker_need_mb(frames: int, size: int) -> float:
+    """Memory one worker needs at these settings, in MiB (see WORKER_BASE_MB)."""
+    return WORKER_BASE_MB + frames * size * size * CLIP_BYTES_PER_PIXEL / 2**20
+
+
+def resource_warnings(workers: int | None, memory_limit: str | int | None, *, frames: int, size: int,
+                      cores: int | None = None) -> list[str]:
+    """One line per setting that will hurt: more workers than cores (each worker is one process on one
+    core, so extra ones add memory, not speed), or a per-worker memory limit below what a worker needs
+    at this size (Dask's nanny kills a worker at 95 % of its limit)."""
+    from dask.utils import format_bytes, parse_bytes
+
+    cores = cores or max(1, len(os.sched_getaffinity(0)))
+    lines = []
+    if workers and workers > cores:
+        lines.append(f"--workers {workers} is above the {cores} core(s) this process may use: the extra "
+                     f"{workers - cores} worker(s) share cores, adding memory but no speed")
+    if memory_limit:
+        limit = parse_bytes(memory_limit) if isinstance(memory_limit, str) else int(memory_limit)
+        need = worker_need_mb(frames, size) * 2**20
+        if limit < need:
+            lines.append(f"--memory-limit {format_bytes(limit)} per worker is below the ~{format_bytes(need)} a "
+                         f"worker needs at {frames} frames of {size}x{size}: workers will be killed and their "
+                         "clips marked error")
+    return lines
+
+
+def start_client(workers: int | None, scheduler: str | None, console: Console,
+                 memory_limit: str | int = DEFAULT_MEMORY_LIMIT):
     """A client on an existing scheduler, or on a LocalCluster with one single-threaded process per core."""
     from distributed import Client, LocalCluster
 
@@ -81,11 +122,33 @@ def start_client(workers: int | None, scheduler: str | None, console: Console):
         n = workers or max(1, len(os.sched_getaffinity(0)))
         # ":0": any free port, so two extracts on one machine never fight over 8787.
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               memory_limit="3GiB", silence_logs=40)
+                               memory_limit=memory_limit, silence_logs=40,
+                               scheduler_kwargs={"allowed_failures": ALLOWED_FAILURES})
         client = Client(cluster)
     nworkers = len(client.scheduler_info().get("workers", {}))
     console.print(f"dask: {nworkers} worker(s) at {client.scheduler.address}; dashboard {client.dashboard_link}")
     return client, cluster
+
+
+WORKER_DIED = ("worker died (out of memory?) while extracting this clip on its own, after its batch's worker "
+               "died; raise --memory-limit or lower --max-pixels, then re-extract with --overwrite")
+
+
+def worker_died(exc: BaseException) -> bool:
+    """Whether a task failed because its worker process died (killed for memory, crashed), not by raising."""
+    from distributed import KilledWorker
+
+    return isinstance(exc, KilledWorker)
+
+
+@dataclass
+class _Retry:
+    """A batch whose worker died, being re-run one clip at a time (one after another, so a clip that
+    kills its worker again is the culprit, and no batchmate is queued beside it)."""
+
+    batch: int
+    left: list[tuple[int, ClipEntry]]
+    rows: list[dict] = field(default_factory=list)
 
 
 def run(plan: Plan, *, root: Path, out: Path, settings: Settings, model_path: str, label_names: tuple[str, ...],
@@ -106,13 +169,16 @@ def run(plan: Plan, *, root: Path, out: Path, settings: Settings, model_path: st
         # Models are built once per worker process; do it on every worker now, before the clock starts.
         client.run(warm_up, model_path, settings.parser, str(out))
         start = time.perf_counter()
-    futures = {}
+    futures: dict = {}
     # Task keys unique per store and plan, so two extracts on one long-lived cluster never share a key.
     token = store.plan_digest([str(out), plan.digest])[:10]
+
+    def spec_for(b: int, clips, write_part: bool = True) -> BatchSpec:
+        return BatchSpec(b, clips, str(root), str(out), settings, model_path, label_names, write_part)
+
     for b, clips in todo:
-        spec = BatchSpec(b, clips, str(root), str(out), settings, model_path, label_names)
-        fut = client.submit(run_batch, spec, key=f"fineprep-extract-{token}-{b:06d}", pure=False, retries=1)
-        futures[fut] = (b, clips)
+        fut = client.submit(run_batch, spec_for(b, clips), key=f"fineprep-extract-{token}-{b:06d}", pure=False)
+        futures[fut] = (None, b, clips)
     reports: list[BatchReport] = []
     crashed: list[dict] = []
     failures = 0
@@ -125,21 +191,56 @@ def run(plan: Plan, *, root: Path, out: Path, settings: Settings, model_path: st
         console.print(f"resume: {len(done)} of {len(plan.batches)} batches already done, skipping them")
     if todo and client is None:
         raise ValueError("batches are left to extract but no Dask client was given")
+    pending = as_completed(list(futures)) if futures else ()
+
+    def next_single(retry: _Retry) -> None:
+        """Submit the retry's next clip alone, or write the batch's part when every clip has its row."""
+        if not retry.left:
+            store.write_part(out, store.part_name(retry.batch), retry.rows)
+            return
+        clip = retry.left.pop(0)
+        fut = client.submit(run_batch, spec_for(retry.batch, [clip], write_part=False), pure=False,
+                            key=f"fineprep-extract-{token}-{retry.batch:06d}-clip-{clip[0]:09d}")
+        futures[fut] = (retry, retry.batch, [clip])
+        pending.add(fut)
+
     with progress:
         task = progress.add_task("extract", total=total, failed=0, rate="")
-        for fut in as_completed(list(futures)) if futures else ():
-            b, clips = futures[fut]
+        for fut in pending:
+            retry, b, clips = futures.pop(fut)
+            finished = len(clips)
             try:
                 rep: BatchReport = fut.result()
                 reports.append(rep)
                 failures += sum(v for k, v in rep.statuses.items() if k != tables.STATUS_OK)
+                if retry is not None:
+                    retry.rows.extend(rep.rows or [])
+                    next_single(retry)
             except Exception as exc:  # noqa: BLE001 - a lost batch is recorded, and retried by the next run
-                reason = f"batch {b} failed in its worker ({type(exc).__name__}: {exc}); re-run to retry"
-                crashed += [store.manifest_row(e, label_names, -1, tables.STATUS_ERROR, reason.splitlines()[0])
+                died = worker_died(exc)
+                if died and retry is None and len(clips) > 1:
+                    console.print(f"[yellow]batch {b}: its worker died; retrying its {len(clips)} clips one by one")
+                    next_single(_Retry(b, list(clips)))
+                    continue
+                if died:  # a clip alone killed its worker: recorded (in the part), not retried again
+                    rows = [store.manifest_row(e, label_names, -1, tables.STATUS_ERROR, WORKER_DIED) for _, e in clips]
+                    if retry is None:
+                        store.write_part(out, store.part_name(b), rows)
+                    else:
+                        retry.rows.extend(rows)
+                        next_single(retry)
+                else:
+                    reason = f"batch {b} failed in its worker ({type(exc).__name__}: {exc}); re-run to retry"
+                    rows = [store.manifest_row(e, label_names, -1, tables.STATUS_ERROR, reason.splitlines()[0])
                             for _, e in clips]
-                failures += len(clips)
+                    if retry is None:
+                        crashed += rows
+                    else:
+                        retry.rows.extend(rows)
+                        next_single(retry)
+                failures += finished
             elapsed = time.perf_counter() - start
-            progress.advance(task, len(clips))
+            progress.advance(task, finished)
             done_n = progress.tasks[0].completed
             progress.update(task, failed=failures, rate=f"{done_n / max(elapsed, 1e-9):.2f} clips/s")
     manifest = store.compact(out, crashed)

@@ -153,6 +153,7 @@ def manifest_row(entry: ClipEntry, label_names: tuple[str, ...], store_index: in
         "train_folds": list(entry.train_folds), "test_folds": list(entry.test_folds),
         "caption_en": entry.caption_en, "caption_zh": entry.caption_zh,
         "store_index": store_index, "status": status, "error": error,
+        "notes": "; ".join(entry.notes) if getattr(entry, "notes", None) else None,
     }
     row.update(extra)
     return row

@@ -7,25 +7,34 @@ store can be compared against DFER-CLIP, MAE-DFER, S2D or EmoCLIP without hand-e
 
 With `frames=True` the stored face crops are written as JPG folders `OUT/frames/<clip_id>/00001.jpg..`
 and the files point at them; otherwise the files point at each clip's source in the dataset root.
+Clip ids and the dataset name come from the store, so every path built from them goes through
+`fineschema.paths.safe_join`: a clip whose folder would leave `OUT` is skipped, and nothing outside
+`OUT` is written or removed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 from collections import Counter
 from pathlib import Path
 
-from fineschema import labels, tables
+from fineschema import StoreError, labels, tables
+from fineschema.paths import UnsafePathError, safe_join
 
 from .store import StoreView
+
+log = logging.getLogger("fineprep.export")
 
 FORMATS = ("dfer-clip",)
 ORDERS = tuple(labels.PUBLIC_ORDERS)
 PREFIX = {"dfew": "DFEW", "ferv39k": "FERV39K", "mafw": "MAFW", "folder": "FOLDER"}
 ORDER_DATASET = {"dfew": "dfew", "ferv39k": "ferv39k", "mafw": "mafw", "folder": "mafw"}
 FRAMES_DIR = "frames"
+SKIP_OUTSIDE = "path from the store would leave --out (refused, nothing written there)"
+SKIP_SOURCE = "source path absolute or climbing with '..' (refused)"
 
 
 def _safe(clip_id: str) -> str:
@@ -46,11 +55,20 @@ def file_names(dataset: str, folds: list[int]) -> dict[tuple[int, str], str]:
     return out
 
 
+def frames_folder(out_dir: Path, clip_id: str) -> Path:
+    """`OUT/frames/<clip_id>`, or UnsafePathError when the clip id would lead outside `OUT/frames`."""
+    frames_root = safe_join(out_dir, FRAMES_DIR)
+    return safe_join(frames_root, _safe(clip_id))
+
+
 def write_frames(store: StoreView, row: dict, out_dir: Path) -> int:
-    """Write one clip's stored crops as 00001.jpg.. ; a finished folder is left as it is."""
+    """Write one clip's stored crops as 00001.jpg.. ; a finished folder is left as it is.
+
+    Raises UnsafePathError, before touching anything, when the clip id would lead outside `out_dir`.
+    """
     from PIL import Image
 
-    target = out_dir / FRAMES_DIR / _safe(row["clip_id"])
+    target = frames_folder(out_dir, row["clip_id"])
     total = int(store.group["frames"].shape[1])
     if target.is_dir() and len(list(target.glob("*.jpg"))) == total:
         return total
@@ -66,6 +84,19 @@ def write_frames(store: StoreView, row: dict, out_dir: Path) -> int:
     return total
 
 
+def _inside(out: Path, dataset_root: Path | None, row: dict, frames: bool) -> bool:
+    """Whether the path this row would be written under (frames) or point at (sources) stays inside."""
+    try:
+        if frames:
+            frames_folder(out, row["clip_id"])
+        else:
+            safe_join(dataset_root or ".", row["source_path"], follow_links=False)
+    except UnsafePathError as exc:
+        log.warning("export: clip %r skipped: %s", row["clip_id"], exc)
+        return False
+    return True
+
+
 def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", frames: bool = False,
                      absolute: bool = False, dataset_root: Path | None = None, progress=None) -> dict:
     """Write the annotation files (and optionally frame folders); returns what was written and skipped."""
@@ -74,6 +105,9 @@ def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", f
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = store.attrs.get("dataset") or (store.rows[0]["dataset"] if store.rows else "folder")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", str(dataset)):  # it names the annotation files
+        raise StoreError(f"the store's dataset name {dataset!r} is not a plain name (letters, digits, _ and -); "
+                         "it would name files outside --out; nothing written")
     order_ds = ORDER_DATASET.get(dataset, "mafw")
     skipped: Counter = Counter()
     lines: dict[tuple[int, str], list[str]] = {}
@@ -85,6 +119,8 @@ def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", f
             skipped["unlabelled"] += 1
         elif not frames and (not row["source_path"] or re.search(r"\s", row["source_path"])):
             skipped["source path empty or with spaces (use --frames)"] += 1
+        elif not _inside(out, dataset_root, row, frames):
+            skipped[SKIP_OUTSIDE if frames else SKIP_SOURCE] += 1
         else:
             usable.append(row)
     stored_t = int(store.group["frames"].shape[1]) if usable else 0
@@ -92,7 +128,7 @@ def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", f
     for row in iterator:
         if frames:
             write_frames(store, row, out)
-            path = (out / FRAMES_DIR / _safe(row["clip_id"]))
+            path = frames_folder(out, row["clip_id"])
             text = str(path.resolve()) if absolute else f"{FRAMES_DIR}/{_safe(row['clip_id'])}"
             count = stored_t
         else:
@@ -110,7 +146,7 @@ def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", f
     written = {}
     for (k, split), rows in sorted(lines.items()):
         name = names.get((k, split), f"{PREFIX.get(dataset, dataset.upper())}_all.txt")
-        (out / name).write_text("\n".join(rows))
+        safe_join(out, name).write_text("\n".join(rows))
         written[name] = len(rows)
     videos = sum(1 for r in usable if not frames and str(r["source_path"]).lower().endswith(
         (".mp4", ".avi", ".mov", ".mkv", ".webm")))
