@@ -16,12 +16,18 @@ def _frames_range(text: str) -> tuple[int, int]:
 
 
 def synth(
-    dataset: str = typer.Option(..., "--dataset", help="Layout to write: dfew, ferv39k or mafw."),
+    dataset: str = typer.Option(..., "--dataset", help="Layout to write: dfew, ferv39k, mafw, or folder "
+                                "(videos under clips/ and a labels.csv for `extract --dataset folder`)."),
     out: Path = typer.Option(..., "--out", help="Dataset root to create (new or empty folder)."),
     clips_per_class: int = typer.Option(2, "--clips-per-class", min=1, help="Clips rendered per class."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same dataset."),
     size: int = typer.Option(256, "--size", min=64, help="Side of the raw video frames in pixels."),
     frames_range: str = typer.Option("20,48", "--frames-range", help="Clip length range A,B in frames."),
+    scene: str = typer.Option("face", "--scene", help="face: one face fills the frame; wild: faces of 40-150 px "
+                              "in 640x360 / 1080p frames with 2-4 people, cuts, dark, blurred and compressed "
+                              "shots, and ground_truth.parquet (true primary face boxes, cuts) at the root."),
+    portraits: Path = typer.Option(None, "--portraits", help="wild: a folder of real portrait photos "
+                                   "(.jpg/.png) that join the synthetic people."),
 ) -> None:
     """Write a small synthetic dataset in an official layout (real faces warped along their mesh)."""
     from rich.console import Console
@@ -40,12 +46,13 @@ def synth(
 
         try:
             root = make_dataset(dataset, out, clips_per_class=clips_per_class, seed=seed, size=size,
-                                frames_range=rng, progress=tick)
+                                frames_range=rng, scene=scene, portraits=portraits, progress=tick)
         except (SynthError, ValueError) as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
     prov = read_provenance(root)
-    console.print(f"{dataset}: {len(prov['clips'])} clips at {root}")
+    extra = " with ground_truth.parquet" if scene == "wild" else ""
+    console.print(f"{dataset}: {len(prov['clips'])} clips at {root}{extra}")
 
 
 def register(app: typer.Typer) -> None:

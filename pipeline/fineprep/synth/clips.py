@@ -49,6 +49,7 @@ class Clip:
     onset: int
     apex: int
     meta: dict = field(default_factory=dict)
+    face_boxes: np.ndarray | None = None  # (n, 4) x0, y0, x1, y1 of the moved face mesh per frame, in px
 
 
 @functools.lru_cache(maxsize=256)
@@ -173,7 +174,7 @@ def render_clip(identity: Identity, label: str, rng: np.random.Generator, frames
             cache[level] = warp.maps(src, dst)
         return cache[level]
 
-    frames, crops = [], []
+    frames, crops, boxes = [], [], []
     centre = ff.origin
     for i in range(n):
         ti = float(t[i])
@@ -201,7 +202,8 @@ def render_clip(identity: Identity, label: str, rng: np.random.Generator, frames
         img = cv2.convertScaleAbs(img, alpha=gain, beta=offset)
         frames.append(img)
         moved = np.hstack([dst[:MESH_POINTS], np.ones((MESH_POINTS, 1))]) @ m.T
+        boxes.append([*moved.min(0), *moved.max(0)])
         crops.append(cv2.warpAffine(img, _align(moved), (CROP, CROP), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_REFLECT101))
     return Clip(frames=frames, crops=crops, fps=fps, label=label, identity=identity.name, intensity=round(k, 4),
-                onset=onset, apex=apex)
+                onset=onset, apex=apex, face_boxes=np.asarray(boxes, np.float32))

@@ -1,4 +1,5 @@
-"""Writers of the official on-disk layouts of DFEW, FERV39k and MAFW, filled with synthetic clips.
+"""Writers of the official on-disk layouts of DFEW, FERV39k and MAFW (and of a plain folder of videos
+with a `labels.csv`, for `fineprep extract --dataset folder`), filled with synthetic clips.
 
 The plan (which clip has which class, fold, identity, id) is drawn first from the seed; each clip is
 then rendered from its own child generator, so a clip's pixels do not depend on the others.
@@ -24,7 +25,7 @@ from . import captions
 from .clips import Clip
 from .faces import Identity, identities
 
-DATASETS = ("dfew", "ferv39k", "mafw")
+DATASETS = ("dfew", "ferv39k", "mafw", "folder")
 FOLDS = 5
 IDS_PER_FOLD = 2
 FERV_TRAIN_IDS, FERV_TEST_IDS = 6, 3
@@ -37,6 +38,7 @@ DFEW_TRAIN_DIR = "train(single-labeled)"
 DFEW_TEST_DIR = "test(single-labeled)"
 MAFW_SPLITS = "Train & Test Set"
 PROVENANCE = ".synth.json"
+FOLDER_LABELS = "labels.csv"
 FIXED_TIME = _dt.datetime(2024, 1, 1)  # xlsx metadata time, so rebuilding gives the same file content
 
 
@@ -161,14 +163,21 @@ def _xlsx(path: Path, header: list[str] | None, rows: list[list]) -> None:
 
 
 # ---------------------------------------------------------------------------- per dataset
-def write_dfew(root: Path, planned: list[PlannedClip], clips: dict[int, Clip], rng: np.random.Generator) -> None:
-    for p in planned:
-        clip = clips[p.index]
-        cid = p.clip_id
-        write_video(root / "Clip" / "original" / f"{cid}.mp4", clip.frames, clip.fps)
-        write_frames(root / "Clip" / "clip_224x224" / cid, clip.crops, lambda k, c=cid: f"{c}_{k:05d}.jpg")
-        write_frames(root / "Clip" / "clip_224x224_16f" / cid, time_normalise(clip.crops),
-                     lambda k, c=cid: f"{c}_{k:05d}.jpg")
+def video_path(dataset: str, clip_id: str) -> str:
+    """Where a clip's raw video lives, relative to the dataset root."""
+    return {"dfew": f"Clip/original/{clip_id}.mp4", "ferv39k": f"0_7_LabelClips/{clip_id}.mp4",
+            "mafw": f"data/clips/{clip_id}.mp4", "folder": f"clips/{clip_id}.mp4"}[dataset]
+
+
+def media_dfew(root: Path, p: PlannedClip, clip: Clip) -> None:
+    cid = p.clip_id
+    write_video(root / video_path("dfew", cid), clip.frames, clip.fps)
+    write_frames(root / "Clip" / "clip_224x224" / cid, clip.crops, lambda k, c=cid: f"{c}_{k:05d}.jpg")
+    write_frames(root / "Clip" / "clip_224x224_16f" / cid, time_normalise(clip.crops),
+                 lambda k, c=cid: f"{c}_{k:05d}.jpg")
+
+
+def tables_dfew(root: Path, planned: list[PlannedClip], rng: np.random.Generator) -> None:
     for fold in range(1, FOLDS + 1):
         for folder, keep in ((DFEW_TRAIN_DIR, False), (DFEW_TEST_DIR, True)):
             rows = ["video_name,label"] + [f"{int(p.clip_id)},{L.to_dfew_official(p.label)}"
@@ -180,20 +189,22 @@ def write_dfew(root: Path, planned: list[PlannedClip], clips: dict[int, Clip], r
     _xlsx(root / "Annotation" / "annotation.xlsx", header + ["clip_name", "annotation"], rows)
 
 
-def write_ferv39k(root: Path, planned: list[PlannedClip], clips: dict[int, Clip], rng: np.random.Generator) -> None:
-    for p in planned:
-        clip = clips[p.index]
-        write_video(root / "0_7_LabelClips" / f"{p.clip_id}.mp4", clip.frames, clip.fps)
-        write_frames(root / "2_ClipsforFaceCrop" / p.clip_id, clip.crops, lambda k: f"{k:05d}.jpg")
+def media_ferv39k(root: Path, p: PlannedClip, clip: Clip) -> None:
+    write_video(root / video_path("ferv39k", p.clip_id), clip.frames, clip.fps)
+    write_frames(root / "2_ClipsforFaceCrop" / p.clip_id, clip.crops, lambda k: f"{k:05d}.jpg")
+
+
+def tables_ferv39k(root: Path, planned: list[PlannedClip], rng: np.random.Generator) -> None:
     for split in ("train", "test"):
         lines = [f"{p.clip_id} {p.clip_id.split('/')[1]}" for p in planned if p.split == split]
         _write_lines(root / "4_setups" / "All_scenes" / f"{split}_All.csv", lines, "\n")
 
 
-def write_mafw(root: Path, planned: list[PlannedClip], clips: dict[int, Clip], rng: np.random.Generator) -> None:
-    for p in planned:
-        clip = clips[p.index]
-        write_video(root / "data" / "clips" / f"{p.clip_id}.mp4", clip.frames, clip.fps)
+def media_mafw(root: Path, p: PlannedClip, clip: Clip) -> None:
+    write_video(root / video_path("mafw", p.clip_id), clip.frames, clip.fps)
+
+
+def tables_mafw(root: Path, planned: list[PlannedClip], rng: np.random.Generator) -> None:
     header = ["clip", "invalid", *L.MAFW_OFFICIAL, "single_label"]
     rows = [[f"{p.clip_id}.mp4", 0, *_votes(L.to_mafw_official(p.label) - 1, 11, 11, rng), L.to_mafw_official(p.label)]
             for p in planned]
@@ -213,7 +224,20 @@ def write_mafw(root: Path, planned: list[PlannedClip], clips: dict[int, Clip], r
                 _write_lines(base / kind / "with_caption" / f"set_{fold}" / f"{part}.txt", captioned, "\r\n", "gbk")
 
 
-WRITERS = {"dfew": write_dfew, "ferv39k": write_ferv39k, "mafw": write_mafw}
+def media_folder(root: Path, p: PlannedClip, clip: Clip) -> None:
+    write_video(root / video_path("folder", p.clip_id), clip.frames, clip.fps)
+
+
+def tables_folder(root: Path, planned: list[PlannedClip], rng: np.random.Generator) -> None:
+    """`labels.csv` for `fineprep extract --dataset folder --labels`: fold 1's test clips are `test`."""
+    rows = ["path,label,split"] + [f"{video_path('folder', p.clip_id)},{p.label},{'test' if p.test_fold == 1 else 'train'}"
+                                   for p in planned]
+    _write_lines(root / FOLDER_LABELS, rows, "\n")
+
+
+# Per dataset: (write one clip's media, write the split and label files once all clips are planned).
+WRITERS = {"dfew": (media_dfew, tables_dfew), "ferv39k": (media_ferv39k, tables_ferv39k),
+           "mafw": (media_mafw, tables_mafw), "folder": (media_folder, tables_folder)}
 
 
 def provenance(dataset: str, seed: int, size: int, clips_per_class: int, frames_range: tuple[int, int],
@@ -222,13 +246,14 @@ def provenance(dataset: str, seed: int, size: int, clips_per_class: int, frames_
     for p in planned:
         c = clips[p.index]
         row = {"clip": p.clip_id, "identity": p.identity.name, "label": p.label, "intensity": c.intensity,
-               "fps": c.fps, "frames": len(c.frames), "onset": c.onset, "apex": c.apex}
+               "fps": c.fps, "frames": c.meta.get("frames", len(c.frames)), "onset": c.onset, "apex": c.apex}
         if p.test_fold is not None:
             row["test_fold"] = p.test_fold
         if p.split is not None:
             row["split"] = p.split
         if p.compound is not None:
             row["compound_label"] = p.compound
+        row.update(c.meta.get("scene", {}))
         rows.append(row)
     return {"generator": "fineprep synth", "dataset": dataset, "seed": seed, "size": size,
             "clips_per_class": clips_per_class, "frames_range": list(frames_range), "clips": rows}
