@@ -55,22 +55,6 @@ def test_sampling_refuses_empty_clips():
 
 
 # ------------------------------------------------------------------------------------- face geometry
-def test_missing_boxes_are_interpolated_and_smoothed():
-    boxes = np.array([[10, 10, 20, 20], [np.nan] * 4, [30, 10, 20, 20], [30, 10, 20, 20]], dtype=float)
-    win = faces.crop_windows(boxes, margin=0.5, sigma=0.0)
-    assert win.cx.tolist() == [20, 30, 40, 40]          # the gap takes the mean of its neighbours
-    assert win.side.tolist() == [30, 30, 30, 30]
-    jitter = np.array([[10 + (5 if i % 2 else -5), 10, 20, 20] for i in range(9)], dtype=float)
-    smooth = faces.crop_windows(jitter, margin=0.0, sigma=1.0)
-    assert np.ptp(smooth.cx[2:-2]) < 0.5 * np.ptp(jitter[2:-2, 0])
-
-
-def test_fill_gaps_copies_the_nearest_found_frame():
-    values = np.arange(5.0)[:, None]
-    have = np.array([False, True, False, False, True])
-    assert faces.fill_gaps(values, have)[:, 0].tolist() == [1, 1, 1, 4, 4]
-
-
 @pytest.mark.parametrize("size", [20, 8])  # 2x: bilinear warp; 5x: area resampling
 def test_crop_outside_the_frame_is_padded_black(size):
     frame = np.full((40, 40, 3), 200, np.uint8)

@@ -20,7 +20,7 @@ from fineprep.inspect.export import export_dfer_clip, file_names
 from fineprep.inspect.show import PALETTE, overlay, pick_frames
 from fineprep.inspect.stats import compute_stats
 from fineprep.inspect.store import description_text
-from fineschema import layout, tables
+from fineschema import SCHEMA_VERSION, layout, tables
 
 T, S = 4, 32
 runner = CliRunner()
@@ -71,8 +71,12 @@ def make_store(root: Path, dataset: str = "dfew", label_set: str = "dfew") -> Pa
         arrays["parsing"][i] = parsing
         arrays["landmarks"][i] = landmarks
         arrays["face_found"][i] = np.array([True, True, i != 2, True])
+        arrays["blendshapes"][i] = np.full((T, layout.NUM_BLENDSHAPES), 0.1, np.float32)
+        arrays["boxes"][i] = np.tile(np.array([0, 0, S, S], np.float32), (T, 1))
+        arrays["shot"].with_config({"write_empty_chunks": True})[i] = np.zeros(T, np.int16)
+        arrays["track_score"][i] = np.full(T, 0.5, np.float32)
     group.attrs.update({
-        "schema_version": 1, "dataset": dataset, "frames": T, "size": S,
+        "schema_version": SCHEMA_VERSION, "dataset": dataset, "frames": T, "size": S,
         "parsing_classes": list(layout.PARSING_CLASSES), "landmark_model_sha256": "0" * 64,
         "label_set": label_set, "source": "clip_224x224",
     })

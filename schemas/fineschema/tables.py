@@ -13,6 +13,7 @@ from .version import SCHEMA_VERSION
 STATUS_OK = "ok"
 STATUS_PENDING = "pending"          # indexed, not yet extracted
 STATUS_NO_FACE = "no_face"          # decoded, but no frame had a face
+STATUS_FEW_FACES = "few_faces"      # the face was found in too few kept frames (arrays stored, not trained on)
 STATUS_MISSING = "missing"          # listed in a split file, absent on disk
 STATUS_CORRUPT = "corrupt"          # zero-byte, truncated or undecodable media
 STATUS_BAD_ANNOTATION = "bad_annotation"  # a split line that does not parse
@@ -20,7 +21,7 @@ STATUS_OUTSIDE_ROOT = "outside_root"      # a path that resolves outside the dat
 STATUS_BAD_PATH = "bad_path"        # a file name that cannot be stored (not UTF-8) or resolved (symlink loop)
 STATUS_ERROR = "error"              # anything else, with the message
 STATUSES = (
-    STATUS_OK, STATUS_PENDING, STATUS_NO_FACE, STATUS_MISSING, STATUS_CORRUPT,
+    STATUS_OK, STATUS_PENDING, STATUS_NO_FACE, STATUS_FEW_FACES, STATUS_MISSING, STATUS_CORRUPT,
     STATUS_BAD_ANNOTATION, STATUS_OUTSIDE_ROOT, STATUS_BAD_PATH, STATUS_ERROR,
 )
 
@@ -40,6 +41,8 @@ MANIFEST = pa.schema(
         pa.field("fps", pa.float32()),
         pa.field("frame_indices", pa.list_(pa.int32())), # source frame index of each stored frame
         pa.field("face_found_ratio", pa.float32()),
+        pa.field("source_width", pa.int32()),            # decoded frame size in pixels (boxes are in these)
+        pa.field("source_height", pa.int32()),
         pa.field("store_index", pa.int64()),             # row in the Zarr arrays, -1 when none
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),

@@ -33,7 +33,6 @@ REDUCE_MARGIN = 4
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-
 class ClipFailure(Exception):
     """A clip that cannot be extracted; `status` is a manifest status, the message its one-line reason."""
 
@@ -52,8 +51,11 @@ class Sampled:
     fps: float | None
 
 
-def read_video(path: Path, frames: int, max_pixels: int | None = None) -> Sampled:
-    """Open `path`, pick `frames` segment-centre indices and decode just those (grab forward, seek on big gaps)."""
+def read_video(path: Path, frames: int, max_pixels: int | None = None, watch=None) -> Sampled:
+    """Open `path`, pick `frames` segment-centre indices and decode just those (grab forward, seek on big gaps).
+
+    `watch(index, bgr)`, when given, sees every decoded frame in order (the ones between kept frames too,
+    except across a seek): the shot-cut detector compares neighbouring frames."""
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:  # OpenCV crashes the whole process on such a path
@@ -87,8 +89,14 @@ def read_video(path: Path, frames: int, max_pixels: int | None = None) -> Sample
             while ok and pos <= idx:
                 ok = cap.grab()
                 pos += 1
+                if ok and watch is not None and pos <= idx:
+                    between = cap.retrieve()[1]
+                    if between is not None:
+                        watch(pos - 1, between)
             ok = ok and pos == idx + 1
             image = cap.retrieve()[1] if ok else None
+            if image is not None and watch is not None:
+                watch(idx, image)
             if image is None:
                 raise ClipFailure(
                     tables.STATUS_CORRUPT,

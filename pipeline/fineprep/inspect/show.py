@@ -1,8 +1,9 @@
 """`fineprep show`: one clip's stored frames as a contact sheet, with what the extractor found on them.
 
 Each panel is a stored face crop with the parsing map blended over it (one colour per class,
-background left clear) and the landmarks as dots; frames filled from a neighbour (no face found)
-are marked. The title names the clip, label and status; the caption and the newest description
+background left clear) and the landmarks as dots; frames where the landmarker found no face (stored
+as zeros, nothing drawn) are marked "no face" in red, and each panel names its shot. The title names
+the clip, label and status; the caption and the newest description
 are printed underneath, so a look at one image tells whether the store is right.
 """
 
@@ -45,7 +46,7 @@ def read_clip_arrays(store: StoreView, row: dict) -> dict[str, np.ndarray]:
     data = {}
     frames, size = int(store.attrs.get("frames", 0)), int(store.attrs.get("size", 0))
     for spec in layout.ARRAYS:
-        if spec.name not in ("frames", "parsing", "landmarks", "face_found"):
+        if spec.name not in ("frames", "parsing", "landmarks", "face_found", "shot"):
             continue
         try:
             value = store.arrays(row, names=(spec.name,))[spec.name]
@@ -101,7 +102,8 @@ def render_sheet(store: StoreView, clip_id: str, out: Path, frames: int | None =
         if data["face_found"][t]:
             ax.scatter(pts[:, 0] * size, pts[:, 1] * size, s=0.6, c="#00ff66", linewidths=0)
         src = indices[t] if t < len(indices) else t
-        ax.set_title(f"t={t} src={src}" + ("" if data["face_found"][t] else " (filled)"), fontsize=7,
+        shot = f" shot {int(data['shot'][t])}" if "shot" in data else ""
+        ax.set_title(f"t={t} src={src}{shot}" + ("" if data["face_found"][t] else " (no face)"), fontsize=7,
                      color="black" if data["face_found"][t] else "red")
         ax.set_xlim(0, size)
         ax.set_ylim(size, 0)
