@@ -45,7 +45,8 @@ class StoreView:
 
     def ok_row(self, clip_id: str) -> dict:
         row = self.row(clip_id)
-        if row["status"] != tables.STATUS_OK or row["store_index"] is None or row["store_index"] < 0:
+        stored = (tables.STATUS_OK, tables.STATUS_FEW_FACES)  # few_faces keeps its arrays to be looked at
+        if row["status"] not in stored or row["store_index"] is None or row["store_index"] < 0:
             reason = f": {row['error']}" if row.get("error") else ""
             raise InspectError(
                 f"clip {clip_id!r} has status {row['status']!r}{reason}; it has no stored frames to show "
