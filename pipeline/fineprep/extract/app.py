@@ -10,7 +10,7 @@ from rich.table import Table
 from fineschema import labels as fl
 from fineschema import layout, tables
 
-from . import faces, runner, store
+from . import faces, parsing, runner, store
 from .clip import Settings
 
 
@@ -23,7 +23,7 @@ def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, si
                     scheduler: str | None = None, limit: int | None = None, batch_size: int = 16,
                     overwrite: bool = False, landmarker: Path | None = None, margin: float = 0.6,
                     landmark_mode: str = "image", strict: bool = False, max_pixels: int | None = None,
-                    memory_limit: str | None = None,
+                    memory_limit: str | None = None, parser: str = "mesh", parser_weights: Path | None = None,
                     console: Console | None = None) -> runner.Outcome:
     from ..datasets import SOURCES, DatasetLayoutError, index_dataset, index_report
 
@@ -51,27 +51,33 @@ def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, si
                            workers=workers, scheduler=scheduler, limit=limit, batch_size=batch_size,
                            overwrite=overwrite, model_path=model_path, model_sha256=sha, margin=margin,
                            landmark_mode=landmark_mode, max_pixels=max_pixels, memory_limit=memory_limit,
-                           console=console)
+                           parser=parser, parser_weights=parser_weights, console=console)
 
 
 def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out: Path, frames: int, size: int,
                     workers: int | None, scheduler: str | None, limit: int | None, batch_size: int,
                     overwrite: bool, model_path: Path, model_sha256: str, margin: float,
                     console: Console, landmark_mode: str = "image", max_pixels: int | None = None,
-                    memory_limit: str | None = None) -> runner.Outcome:
+                    memory_limit: str | None = None, parser: str = "mesh",
+                    parser_weights: Path | None = None) -> runner.Outcome:
     """Extract already-indexed clips (`ClipEntry` list) into the store at `out`."""
     from ..datasets import LABEL_SET
 
     sha = model_sha256
     plan = runner.make_plan(entries, batch_size, limit)
-    settings = Settings(frames=frames, size=size, margin=margin, landmark_mode=landmark_mode)
+    settings = Settings(frames=frames, size=size, margin=margin, landmark_mode=landmark_mode, parser=parser,
+                        parser_weights=str(Path(parser_weights).resolve()) if parser_weights else None)
+    try:
+        parser_record = parsing.parser_record(parser, parser_weights)
+    except parsing.ParserError as exc:
+        raise ExtractError(str(exc)) from None
     if max_pixels is not None:
         settings.max_pixels = max_pixels
     label_set = LABEL_SET.get(dataset, dataset)
     attrs = store.store_attrs(
         dataset=dataset, source=source, label_set=label_set, landmark_sha256=sha,
         settings={**settings.as_attrs(), "batch_size": batch_size}, num_clips=plan.num_clips,
-        plan_sha256=plan.digest,
+        plan_sha256=plan.digest, parser=parser_record,
     )
     try:
         resumed = store.prepare(out, attrs, overwrite)

@@ -101,7 +101,7 @@ def writer_for(out: str) -> ArrayWriter:
     return _WRITERS[out]
 
 
-def warm_up(model_path: str, parser: str, out: str) -> int:
+def warm_up(model_path: str, parser: str, out: str, parser_weights: str | None = None) -> int:
     """Build this worker's models and open the store before the first batch arrives (runs on every worker)."""
     import mediapipe as mp
     import numcodecs
@@ -114,7 +114,7 @@ def warm_up(model_path: str, parser: str, out: str) -> int:
     with quiet_native_logs():
         models.still.detect(blank)          # first inference sets up the CPU kernels
         models.detector.detect(blank)
-    get_parser(parser)
+    get_parser(parser, parser_weights)
     from .parsing import mesh_regions
 
     mesh_regions()
@@ -131,7 +131,7 @@ def run_batch(spec: BatchSpec) -> BatchReport:
     timer = StageTimer()
     t0 = time.perf_counter()
     models = get_models(spec.model_path)
-    parser = get_parser(spec.settings.parser)
+    parser = get_parser(spec.settings.parser, spec.settings.parser_weights)
     writer = writer_for(spec.out)
     root = Path(spec.root)
     rows, statuses = [], {}

@@ -167,7 +167,7 @@ def run(plan: Plan, *, root: Path, out: Path, settings: Settings, model_path: st
     total = sum(len(c) for _, c in todo)
     if todo:
         # Models are built once per worker process; do it on every worker now, before the clock starts.
-        client.run(warm_up, model_path, settings.parser, str(out))
+        client.run(warm_up, model_path, settings.parser, str(out), settings.parser_weights)
         start = time.perf_counter()
     futures: dict = {}
     # Task keys unique per store and plan, so two extracts on one long-lived cluster never share a key.

@@ -35,13 +35,18 @@ def plan_digest(clip_ids: list[str]) -> str:
 
 
 def store_attrs(*, dataset: str, source: str, label_set: str, landmark_sha256: str, settings: dict,
-                num_clips: int, plan_sha256: str) -> dict:
+                num_clips: int, plan_sha256: str, parser: dict | None = None) -> dict:
+    """`parser` is {name, weights_sha256} of the parser that makes the maps (default: the mesh parser);
+    the weights' path stays out (it is where they lie on this machine, not what they are)."""
+    parser = parser or {"name": "mesh", "weights_sha256": None}
+    settings = {k: v for k, v in settings.items() if k != "parser_weights"}
     return {
         "schema_version": SCHEMA_VERSION,
         "dataset": dataset,
         "frames": int(settings["frames"]),
         "size": int(settings["size"]),
-        "parsing_classes": list(layout.PARSING_CLASSES),
+        "parsing_classes": list(layout.PARSING_CLASS_SETS[parser["name"]]),
+        "parser": {"name": parser["name"], "weights_sha256": parser.get("weights_sha256")},
         "landmark_model_sha256": landmark_sha256,
         "label_set": label_set,
         "source": source,
