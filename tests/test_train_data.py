@@ -14,7 +14,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, ShardingCodec
 from fineschema import layout
 from finetrain.chunks import ChunkReader
 from finetrain.config import DataConfig
-from finetrain.data import StoreDataset, StoreInfo, frame_positions
+from finetrain.data import StoreDataset, StoreInfo, frame_positions, mirrored_blendshapes
 from finetrain.render import PALETTE, YELLOW, landmark_dots, parsing_overlay
 from finetrain.toystore import write_toy_store
 
@@ -123,7 +123,8 @@ def _plain_item(ds: StoreDataset, i: int) -> tuple[dict, tuple]:
             "parsing": _plain_overlay(frames, parsing, ds.cfg.overlay_alpha),
             "landmarks": _plain_dots(frames, pts, valid, ds.cfg.landmark_radius),
             "jitter": torch.tensor(factors, dtype=torch.float32),
-            "blendshapes": torch.from_numpy(group["blendshapes"][si][pick])}, (x0, y0, side, flip)
+            "blendshapes": torch.from_numpy(group["blendshapes"][si][pick][..., mirrored_blendshapes() if flip
+                                                                            else slice(None)])}, (x0, y0, side, flip)
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,13 @@ class ModelConfig:
     fusion: str = "learned"             # learned | fixed
     fusion_weights: list[float] | None = None  # fixed weights, one per stream (fusion=fixed)
     descriptors: str | None = None      # a label-descriptor YAML replacing prompts/descriptors.yaml
+    weights_origin: str = "auto"        # auto | openai | other: OpenAI's weights need QuickGELU (backbone.py)
+    middle_adapter_ratio: float | None = None  # parsing / landmark adapter sets (None: adapter_ratio)
+    text_adapter_ratio: float | None = None    # positive / negative / description sets (None: adapter_ratio)
+    shared_temporal_head: bool = False  # one temporal head for all visual streams instead of one each
+    grad_checkpointing: bool = False    # recompute adapted blocks in backward (less memory, ~1/3 more compute)
+    frozen_dtype: str = "auto"          # auto (bf16 when the run autocasts to bf16) | float32 | bfloat16
+    compile: bool = False               # torch.compile the two CLIP towers
 
 
 @dataclass
@@ -64,6 +71,8 @@ class LossConfig:
     description: float = 0.5            # weight of the video-description contrastive term
     label_smoothing: float = 0.0
     infer_negative: float = 0.0         # logits = s(v, pos) - infer_negative * s(v, neg) at prediction
+    infer_negative_grid: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0])
+    # weights tried on validation when loss.negative > 0; the best replaces infer_negative (empty: keep it)
 
 
 @dataclass
@@ -256,6 +265,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.fusion_weights has {len(m.fusion_weights)} values for {len(m.streams)} streams {m.streams}"
         )
+    if m.frozen_dtype not in ("auto", "float32", "bfloat16"):
+        raise ConfigError(f"model.frozen_dtype must be auto, float32 or bfloat16, got {m.frozen_dtype!r}")
+    if m.weights_origin not in ("auto", "openai", "other"):
+        raise ConfigError(f"model.weights_origin must be auto, openai or other, got {m.weights_origin!r}")
+    for key in ("middle_adapter_ratio", "text_adapter_ratio"):
+        if getattr(m, key) is not None and not getattr(m, key) > 0:
+            raise ConfigError(f"model.{key} must be above 0 (or null), got {getattr(m, key)}")
+    if any(not w >= 0 for w in cfg.loss.infer_negative_grid):
+        raise ConfigError(f"loss.infer_negative_grid must hold numbers >= 0, got {cfg.loss.infer_negative_grid}")
     if cfg.optim.amp not in ("auto", "bf16", "off"):
         raise ConfigError(f"optim.amp must be auto, bf16 or off, got {cfg.optim.amp!r}")
     if cfg.run.select_metric not in ("uar", "war"):

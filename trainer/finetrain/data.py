@@ -113,6 +113,21 @@ def read_descriptions(root: str | Path, random_weights: bool = False) -> dict[st
     return {k: v[1] for k, v in out.items()}
 
 
+@lru_cache(maxsize=1)
+def mirrored_blendshapes() -> np.ndarray:
+    """Index that swaps every ...Left blendshape coefficient with its ...Right partner: what a horizontal
+    flip of the face does to them (mediapipe names sides from the subject's point of view)."""
+    names = layout.BLENDSHAPE_NAMES
+    where = {n: i for i, n in enumerate(names)}
+    index = np.arange(len(names))
+    for i, name in enumerate(names):
+        for side, other in (("Left", "Right"), ("Right", "Left")):
+            if name.endswith(side):
+                index[i] = where[name[: -len(side)] + other]
+    index.flags.writeable = False
+    return index
+
+
 def frame_positions(total: int, wanted: int, rng: np.random.Generator | None) -> np.ndarray:
     """`wanted` of `total` stored frames: one per equal segment, random in training, centred otherwise."""
     if wanted >= total:
@@ -254,6 +269,7 @@ class StoreDataset(torch.utils.data.Dataset):
         need_pixels = "frames" in self._arrays_needed
         clip = self._read(si, pick, self._arrays_needed)
         item = {"label": int(self.info.label_index[row]), "row": row}
+        flip = False
         if need_pixels:
             s = clip["frames"].shape[1]
             x0, y0, side, flip = self._crop(s, rng)
@@ -275,7 +291,8 @@ class StoreDataset(torch.utils.data.Dataset):
             factors = rng.uniform(1 - strength, 1 + strength, size=3) if strength > 0 else np.ones(3)
             item["jitter"] = torch.tensor(factors, dtype=torch.float32)
         if "blendshapes" in self.streams:
-            item["blendshapes"] = torch.from_numpy(np.array(clip["blendshapes"], dtype=np.float32))
+            shapes = np.array(clip["blendshapes"], dtype=np.float32)
+            item["blendshapes"] = torch.from_numpy(shapes[..., mirrored_blendshapes()] if flip else shapes)
         if self.tokenizer is not None:
             text = self.info.descriptions.get(self.info.clip_ids[row], "")
             words = text.split()[: self.cfg.description_words]

@@ -58,7 +58,21 @@ def seeded_model(cfg: Config, info) -> tuple[torch.nn.Module, torch.device, int,
     frames = min(cfg.data.frames or info.frames, info.frames)
     model = build_model(cfg, info.labels, frames).to(device)
     trainable, total = count_parameters(model)
+    prepare_for_device(model, cfg, device)
     return model, device, trainable, total
+
+
+def prepare_for_device(model, cfg: Config, device: torch.device) -> None:
+    """Frozen weights in bf16 where the run autocasts to bf16 (`model.frozen_dtype`), and torch.compile."""
+    bf16 = autocasts_bf16(device, cfg.optim.amp)
+    dtype = cfg.model.frozen_dtype
+    if dtype == "bfloat16" and not bf16:
+        raise ConfigError(f"model.frozen_dtype=bfloat16 needs bf16 autocast (optim.amp=bf16, or auto on a GPU); "
+                          f"this run has optim.amp={cfg.optim.amp} on {device.type}")
+    if dtype == "bfloat16" or (dtype == "auto" and bf16):
+        model.cast_frozen(torch.bfloat16)
+    if cfg.model.compile:
+        model.compile_towers()
 
 
 def prepare(cfg: Config, store: str | Path) -> Prepared:
@@ -101,9 +115,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocasts_bf16(device: torch.device, amp: str) -> bool:
+    return amp == "bf16" or (amp == "auto" and device.type == "cuda")
+
+
 def autocast(device: torch.device, amp: str):
-    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocasts_bf16(device, amp))
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -164,7 +181,7 @@ def evaluate(model, loader, device: torch.device | None = None, amp: str = "off"
     device = device or next(net.parameters()).device
     was_training = net.training
     net.eval()
-    logits, labels, rows = [], [], []
+    logits, labels, rows, sims = [], [], [], {"sim_pos": [], "sim_neg": []}
     for batch in loader:
         batch = to_device(batch, device)
         with autocast(device, amp):
@@ -172,12 +189,32 @@ def evaluate(model, loader, device: torch.device | None = None, amp: str = "off"
         logits.append(out["logits"].float().cpu())
         labels.append(batch["label"].cpu())
         rows.append(batch["row"].cpu())
+        for key, kept in sims.items():
+            if key in out:
+                kept.append(out[key].float().cpu())
     net.train(was_training)
     if not logits:
         return {"logits": np.zeros((0, len(net.labels)), np.float32), "labels": np.zeros(0, np.int64),
                 "rows": np.zeros(0, np.int64)}
-    return {"logits": torch.cat(logits).numpy(), "labels": torch.cat(labels).numpy(),
-            "rows": torch.cat(rows).numpy()}
+    res = {"logits": torch.cat(logits).numpy(), "labels": torch.cat(labels).numpy(),
+           "rows": torch.cat(rows).numpy()}
+    res.update({key: torch.cat(kept).numpy() for key, kept in sims.items() if kept})
+    return res
+
+
+def with_negative_weight(cfg: Config, res: dict) -> tuple[float, float, str]:
+    """Validation (UAR, WAR) at the negative-descriptor weight chosen on `res` (`loss.infer_negative_grid`),
+    which is set in `cfg.loss.infer_negative`; returns (uar, war, note)."""
+    from .metrics import choose_negative_weight
+
+    if "sim_neg" not in res or not cfg.loss.infer_negative_grid:
+        uar, war = _uar_war(res, res["logits"].shape[1])
+        return uar, war, ""
+    w, table = choose_negative_weight(res["labels"], res["sim_pos"], res["sim_neg"], cfg.loss.infer_negative_grid,
+                                      cfg.run.select_metric)
+    cfg.loss.infer_negative = w
+    uar, war = table[w]
+    return uar, war, f", negatives weighted {w:g}"
 
 
 def _write_metrics(out: Path, row: dict) -> None:
@@ -303,7 +340,10 @@ def train(cfg: Config, store: str | Path, out: str | Path, resume: bool = False,
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+        # every trainable tensor takes part in every step (no unused adapter sets: model.text_adapter_sets),
+        # except the positive set when loss.ce is 0
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                  find_unused_parameters=not cfg.loss.ce)
 
     train_loader = make_loader(info, split.train, model, cfg, train=True, world=world, rank=rank)
     val_loader = make_loader(info, split.val, model, cfg, train=False)
@@ -386,13 +426,14 @@ def train(cfg: Config, store: str | Path, out: str | Path, resume: bool = False,
                 last_epoch = epoch + 1 == cfg.optim.epochs
                 if len(split.val) and ((epoch + 1) % cfg.run.eval_every == 0 or last_epoch):
                     res = evaluate(model, val_loader, device, cfg.optim.amp)
-                    uar, war = _uar_war(res, len(info.labels))
+                    uar, war, weighted = with_negative_weight(cfg, res)
                     metric = uar if cfg.run.select_metric == "uar" else war
                     _write_metrics(out, {**train_row, "split": "val", "loss": None, "uar": uar, "war": war})
-                    msg = f"epoch {epoch + 1}: train loss {train_row['loss']:.4f}, val UAR {uar:.4f} WAR {war:.4f}"
+                    msg = (f"epoch {epoch + 1}: train loss {train_row['loss']:.4f}, val UAR {uar:.4f} WAR {war:.4f}"
+                           f"{weighted}")
                     if state["best"] is None or metric > state["best"]:
                         state["best"], state["best_epoch"] = metric, epoch + 1
-                        ckpt.save(out / "checkpoints" / BEST, model, cfg_json, info.labels,
+                        ckpt.save(out / "checkpoints" / BEST, model, cfg.to_json(), info.labels,
                                   {"epoch": epoch + 1, "step": step, "val_uar": uar, "val_war": war})
                         msg += " (best)"
                     console.print(msg)
@@ -415,6 +456,8 @@ def train(cfg: Config, store: str | Path, out: str | Path, resume: bool = False,
         if not (out / TEST_JSON).exists():
             best_dir = out / "checkpoints" / BEST
             ckpt.load(best_dir, model)
+            # the negative-descriptor weight chosen on validation with that checkpoint
+            cfg.loss.infer_negative = ckpt.read_meta(best_dir)["config"]["loss"]["infer_negative"]
             best_epoch = json.loads((best_dir / ckpt.STATE_FILE).read_text())["epoch"]
             test_loader = make_loader(info, split.test, model, cfg, train=False)
             res = evaluate(model, test_loader, device, cfg.optim.amp)

@@ -4,15 +4,22 @@ With fused video embedding v_b, positive class embeddings p_c, negative ones n_c
 s(a, b) the cosine similarity, tau = loss.logit_scale and y_b the true class:
 
   L_ce   = CE(tau * s(v_b, p_c) over c, y_b)                                   (classification)
-  L_neg  = mean_b softplus(tau * (s(v_b, n_{y_b}) - s(v_b, p_{y_b})))           (negative descriptor)
-           the true class's "no {label}" text must score below its positive text for the clip;
-           the gradient pushes v_b away from n_{y_b} (and n_{y_b} away from v_b).
+  L_neg  = CE(-tau * s(v_b, n_c) over c, y_b)                                  (negative descriptors)
+           among the "no {label}" texts, the true class's must be the *least* similar to the clip
+           (the paper's Fig. 3: "no Surprise" scores lowest on a surprised face). Only differences
+           between classes count: moving every negative text away from every video by the same amount
+           leaves the term at log C, so it cannot be met by the negative adapters alone; it needs a video
+           embedding that tells the classes apart and negatives that are class-specific.
   L_desc = 1/2 [CE(tau * V D^T, I) + CE(tau * D V^T, I)]                       (video-description)
            symmetric InfoNCE over the clips of the batch that have a description, between the
            visual-only fusion V (descriptions left out, so the pairing is not trivial) and the
            description embeddings D. Skipped when fewer than two clips of the batch have one.
 
   L = loss.ce * L_ce + loss.negative * L_neg + loss.description * L_desc
+
+Everything here is computed in float32 with autocast off, whatever the caller's context.
+At prediction the negatives enter as tau * (s(v, p_c) - w * s(v, n_c)), w chosen on validation
+(`metrics.choose_negative_weight`).
 """
 
 from __future__ import annotations
@@ -22,29 +29,35 @@ import torch.nn.functional as F
 
 
 def contrastive(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
-    """Symmetric InfoNCE between row-aligned unit embeddings a and b."""
-    logits = scale * a @ b.t()
-    target = torch.arange(a.shape[0], device=a.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    """Symmetric InfoNCE between row-aligned unit embeddings a and b (float32)."""
+    with torch.autocast(a.device.type, enabled=False):
+        logits = scale * a.float() @ b.float().t()
+        target = torch.arange(a.shape[0], device=a.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def negative_loss(sim_neg: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
+    """CE over -tau * s(v, n_c): the true class's negative text must be the least similar one."""
+    with torch.autocast(sim_neg.device.type, enabled=False):
+        return F.cross_entropy(-scale * sim_neg.float(), labels)
 
 
 def compute_loss(out: dict, labels: torch.Tensor, cfg) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts (floats, for logging). `cfg` is the `loss` config section."""
     tau = cfg.logit_scale
-    sim_pos, sim_neg = out["sim_pos"], out["sim_neg"]
+    sim_pos = out["sim_pos"]
     parts: dict[str, torch.Tensor] = {}
-    total = sim_pos.new_zeros(())
-    if cfg.ce:
-        parts["ce"] = F.cross_entropy(tau * sim_pos, labels, label_smoothing=cfg.label_smoothing)
-        total = total + cfg.ce * parts["ce"]
-    if cfg.negative:
-        idx = labels.view(-1, 1)
-        gap = sim_neg.gather(1, idx) - sim_pos.gather(1, idx)
-        parts["neg"] = F.softplus(tau * gap).mean()
-        total = total + cfg.negative * parts["neg"]
-    if cfg.description and out.get("visual") is not None:
-        has = out["has_description"]
-        if int(has.sum()) >= 2:
-            parts["desc"] = contrastive(out["visual"][has], out["description"][has], tau)
-            total = total + cfg.description * parts["desc"]
+    with torch.autocast(sim_pos.device.type, enabled=False):
+        total = sim_pos.new_zeros((), dtype=torch.float32)
+        if cfg.ce:
+            parts["ce"] = F.cross_entropy(tau * sim_pos.float(), labels, label_smoothing=cfg.label_smoothing)
+            total = total + cfg.ce * parts["ce"]
+        if cfg.negative and out.get("sim_neg") is not None:
+            parts["neg"] = negative_loss(out["sim_neg"], labels, tau)
+            total = total + cfg.negative * parts["neg"]
+        if cfg.description and out.get("visual") is not None:
+            has = out["has_description"]
+            if int(has.sum()) >= 2:
+                parts["desc"] = contrastive(out["visual"][has], out["description"][has], tau)
+                total = total + cfg.description * parts["desc"]
     return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -146,3 +146,19 @@ def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
     if arr.size == 0:
         return float("nan"), float("nan")
     return float(arr.mean()), float(arr.std())
+
+
+def choose_negative_weight(labels, sim_pos, sim_neg, weights: Sequence[float], metric: str = "uar",
+                           ) -> tuple[float, dict[float, tuple[float, float]]]:
+    """The weight w of the negative descriptors at prediction, argmax over `weights` of the validation
+    `metric` (uar | war) of argmax_c s(v, p_c) - w * s(v, n_c); ties go to the smallest w.
+
+    Returns (w, {w: (uar, war)}). The logit scale does not change an argmax, so it is left out."""
+    sp = np.asarray(sim_pos, dtype=np.float64)
+    sn = np.asarray(sim_neg, dtype=np.float64)
+    table: dict[float, tuple[float, float]] = {}
+    for w in sorted(set(float(x) for x in weights)):
+        table[w] = uar_war(labels, (sp - w * sn).argmax(1), sp.shape[1])
+    pick = 0 if metric == "uar" else 1
+    best = max(table, key=lambda w: (np.nan_to_num(table[w][pick], nan=-1.0), -w))
+    return best, table

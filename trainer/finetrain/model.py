@@ -10,12 +10,17 @@ Blendshape coefficients (52 per frame) go through a small MLP into the same spac
 temporal head. The description of a clip (high level) is encoded by CLIP's text encoder with the
 description adapter set and joins as one more stream where the clip has one.
 
+With `model.shared_temporal_head` the visual streams share one head (the paper's budget, see
+`variant_parameters`); otherwise each stream has its own.
+
 Fusion. v = normalise(sum_s w_s normalise(v_s)), w = softmax(a) over the streams present for the
 clip, with learned logits a (zero at init: equal weights) or fixed weights from the config.
 
 Text side. Class c has a positive text set (template + fine-grained descriptors, encoded with the
-positive adapters and averaged: p_c) and a negative text ("... of no {label}", negative adapters: n_c).
-Logits are logit_scale * (cos(v, p_c) - infer_negative * cos(v, n_c)); see `losses.py` for training.
+positive adapters and averaged: p_c) and, when the negative-descriptor loss is on, a negative text
+("... of no {label}", negative adapters: n_c). Logits are logit_scale * (cos(v, p_c) - infer_negative *
+cos(v, n_c)); see `losses.py` for training. Similarities, logits and losses are float32 whatever the
+autocast around them: in bf16 a cosine near 0.25 resolves to about 0.002 and a logit near 25 to 0.125.
 """
 
 from __future__ import annotations
@@ -27,10 +32,24 @@ from torch import nn
 from . import adapters as A
 from .backbone import create_clip
 from .config import Config, ConfigError
-from .data import finalize
 
 VISUAL = ("frames", "parsing", "landmarks")
+MIDDLE = ("parsing", "landmarks")
 TEXT_SETS = ("positive", "negative", "description")
+PAPER_STREAMS = ("frames", "parsing", "landmarks", "description")  # blendshapes are our addition
+
+
+def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N,M) cosine similarities of the rows of a and b, in float32 whatever autocast is active."""
+    with torch.autocast(a.device.type, enabled=False):
+        return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).t()
+
+
+def text_adapter_sets(cfg: Config) -> list[str]:
+    """Adapter sets of the text tower: positive always, negative when its loss trains it, description
+    when that stream is on. An untrained set would only be dead weight (and unused under DDP)."""
+    return ["positive"] + (["negative"] if cfg.loss.negative > 0 else []) + \
+        (["description"] if "description" in cfg.model.streams else [])
 
 
 class TemporalHead(nn.Module):
@@ -48,13 +67,19 @@ class TemporalHead(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,T,D) -> (B,D)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # (B,T,D) -> (B,D)
+        """`mask` (B,T) bool: frames to use (others neither attended to nor averaged); None: all."""
         b, t, _ = x.shape
         if t + 1 > self.pos.shape[1]:
             raise ValueError(f"{t} frames, but the temporal head was built for at most {self.pos.shape[1] - 1}")
         h = torch.cat([self.cls.expand(b, -1, -1), x], dim=1) + self.pos[:, : t + 1]
-        h = self.encoder(h)
-        return x.mean(dim=1) + self.out(h[:, 0])
+        if mask is None:
+            return x.mean(dim=1) + self.out(self.encoder(h)[:, 0])
+        mask = mask.to(x.device, torch.bool)
+        pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), ~mask], dim=1)  # cls always kept
+        h = self.encoder(h, src_key_padding_mask=pad)
+        w = mask.to(x.dtype).unsqueeze(-1)
+        return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0) + self.out(h[:, 0])
 
 
 class FineCLIPER(nn.Module):
@@ -65,19 +90,27 @@ class FineCLIPER(nn.Module):
         self.cfg = cfg
         self.labels = tuple(labels)
         self.streams = tuple(m.streams)
-        self.clip, self.tokenizer = create_clip(m.backbone, m.pretrained)
+        self.clip, self.tokenizer = create_clip(m.backbone, m.pretrained, m.weights_origin)
         dim = self._embed_dim()
         self.embed_dim = dim
         self.visual_sets = [s for s in self.streams if s in VISUAL]
-        self.vswitch = A.inject(self.clip.visual.transformer, self.visual_sets, m.adapter_ratio, m.adapter_scale) \
-            if self.visual_sets else None
-        text_sets = ["positive", "negative"] + (["description"] if "description" in self.streams else [])
-        self.tswitch = A.inject(self._text_transformer(), text_sets, m.adapter_ratio, m.adapter_scale) \
-            if m.text_adapters else None
-        self.heads = nn.ModuleDict({
-            s: TemporalHead(dim, frames, m.temporal_layers, m.temporal_heads, m.temporal_mlp_ratio, m.temporal_dropout)
-            for s in self.streams if s != "description"
-        })
+        middle = m.middle_adapter_ratio or m.adapter_ratio
+        vratios = {s: middle if s in MIDDLE else m.adapter_ratio for s in self.visual_sets}
+        self.vswitch = A.inject(self.clip.visual.transformer, vratios, m.adapter_scale) if self.visual_sets else None
+        self.negatives = cfg.loss.negative > 0
+        tratio = m.text_adapter_ratio or m.adapter_ratio
+        self.tswitch = A.inject(self._text_transformer(), {s: tratio for s in text_adapter_sets(cfg)},
+                                m.adapter_scale) if m.text_adapters else None
+        self.set_grad_checkpointing(m.grad_checkpointing)
+
+        def head() -> TemporalHead:
+            return TemporalHead(dim, frames, m.temporal_layers, m.temporal_heads, m.temporal_mlp_ratio,
+                                m.temporal_dropout)
+
+        temporal = [s for s in self.streams if s != "description"]
+        if m.shared_temporal_head and any(s in VISUAL for s in temporal):
+            temporal = ["visual"] + [s for s in temporal if s not in VISUAL]
+        self.heads = nn.ModuleDict({s: head() for s in temporal})
         if "blendshapes" in self.streams:
             self.blend_mlp = nn.Sequential(nn.Linear(52, m.blendshape_hidden), nn.GELU(),
                                            nn.Linear(m.blendshape_hidden, dim))
@@ -96,14 +129,37 @@ class FineCLIPER(nn.Module):
             neg_cls += [c] * len(texts[name]["negative"])
         self.register_buffer("pos_tokens", self.tokenizer(pos), persistent=False)
         self.register_buffer("pos_class", torch.tensor(pos_cls), persistent=False)
-        self.register_buffer("neg_tokens", self.tokenizer(neg), persistent=False)
-        self.register_buffer("neg_class", torch.tensor(neg_cls), persistent=False)
+        if self.negatives:
+            self.register_buffer("neg_tokens", self.tokenizer(neg), persistent=False)
+            self.register_buffer("neg_class", torch.tensor(neg_cls), persistent=False)
         self._label_cache = None
 
     # --- towers -------------------------------------------------------------------------------------
     def _embed_dim(self) -> int:
-        with torch.no_grad():
-            return int(self.clip.encode_text(self.tokenizer(["a"])).shape[-1])
+        import open_clip
+
+        return int(open_clip.get_model_config(self.cfg.model.backbone)["embed_dim"])
+
+    def _head(self, stream: str) -> TemporalHead:
+        return self.heads["visual"] if stream in VISUAL and "visual" in self.heads else self.heads[stream]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute adapted blocks in the backward pass; the adapter set is bound at forward time."""
+        for switch in (self.vswitch, self.tswitch):
+            if switch is not None:
+                switch.checkpointing = bool(enable)
+
+    def cast_frozen(self, dtype: torch.dtype) -> None:
+        """Keep the frozen CLIP weights in `dtype` (bf16 halves their memory; run under bf16 autocast).
+        Trainable tensors stay float32 for the optimiser."""
+        for p in self.clip.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(dtype)
+
+    def compile_towers(self, **kwargs) -> None:
+        """torch.compile both CLIP transformers in place (parameter names unchanged, so checkpoints fit)."""
+        self.clip.visual.transformer.compile(**kwargs)
+        self._text_transformer().compile(**kwargs)
 
     def _text_transformer(self) -> nn.Module:
         return self.clip.text.transformer if hasattr(self.clip, "text") else self.clip.transformer
@@ -128,17 +184,19 @@ class FineCLIPER(nn.Module):
 
     # --- labels -------------------------------------------------------------------------------------
     def _pool(self, feats: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        feats = F.normalize(feats.float(), dim=-1)
-        out = torch.zeros(len(self.labels), feats.shape[-1], device=feats.device, dtype=feats.dtype)
-        out.index_add_(0, cls, feats)
-        return F.normalize(out, dim=-1)
+        with torch.autocast(feats.device.type, enabled=False):
+            feats = F.normalize(feats.float(), dim=-1)
+            out = torch.zeros(len(self.labels), feats.shape[-1], device=feats.device, dtype=feats.dtype)
+            out.index_add_(0, cls, feats)
+            return F.normalize(out, dim=-1)
 
-    def label_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(positive, negative) class embeddings, each (C, D) and unit length. Cached in eval mode."""
+    def label_embeddings(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(positive, negative) class embeddings, each (C, D), unit length, float32; negative is None
+        without the negative descriptors. Cached in eval mode."""
         if not self.training and self._label_cache is not None:
             return self._label_cache
         pos = self._pool(self.encode_text(self.pos_tokens, "positive"), self.pos_class)
-        neg = self._pool(self.encode_text(self.neg_tokens, "negative"), self.neg_class)
+        neg = self._pool(self.encode_text(self.neg_tokens, "negative"), self.neg_class) if self.negatives else None
         if not self.training:
             self._label_cache = (pos, neg)
         return pos, neg
@@ -152,19 +210,24 @@ class FineCLIPER(nn.Module):
     # --- video --------------------------------------------------------------------------------------
     def stream_embeddings(self, batch: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per stream: unit (B,D) embedding and a (B,) presence mask. uint8 images are finalised here."""
-        batch = finalize(batch)
+        if any(torch.is_tensor(batch.get(s)) and batch[s].dtype == torch.uint8 for s in VISUAL):
+            from .data import finalize  # store-side code (pyarrow, zarr): not needed for float images
+
+            batch = finalize(batch)
         embs, masks = [], []
         for s in self.streams:
             if s in VISUAL:
                 x = batch[s]
                 b, t = x.shape[:2]
                 f = self.encode_image(x.flatten(0, 1), s).float().view(b, t, -1)
-                v = self.heads[s](F.normalize(f, dim=-1))
+                v = self._head(s)(F.normalize(f, dim=-1))
                 present = torch.ones(b, dtype=torch.bool, device=x.device)
             elif s == "blendshapes":
                 x = batch["blendshapes"].float()
-                v = self.heads[s](F.normalize(self.blend_mlp(x), dim=-1))
-                present = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+                found = batch.get("blendshapes_mask")  # frames where the landmarker measured them
+                v = self.heads[s](F.normalize(self.blend_mlp(x), dim=-1), found)
+                present = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if found is None else \
+                    found.to(x.device, torch.bool).any(dim=1)
             elif "description" in batch:
                 present = batch["has_description"].bool()
                 v = self.encode_text(batch["description"], "description").float()
@@ -172,7 +235,7 @@ class FineCLIPER(nn.Module):
                 ref = next(v for v in batch.values() if torch.is_tensor(v))
                 v = torch.zeros(ref.shape[0], self.embed_dim, device=ref.device)
                 present = torch.zeros(ref.shape[0], dtype=torch.bool, device=ref.device)
-            embs.append(F.normalize(v, dim=-1))
+            embs.append(F.normalize(v.float(), dim=-1))
             masks.append(present)
         return embs, masks
 
@@ -186,10 +249,11 @@ class FineCLIPER(nn.Module):
         if only is not None:
             keep = torch.tensor([s in only for s in self.streams], device=mask.device)
             mask = mask & keep
-        w = torch.softmax(logits.float().expand(mask.shape[0], -1).masked_fill(~mask, float("-inf")), dim=1)
-        w = torch.nan_to_num(w, nan=0.0)
-        fused = (torch.stack(embs, dim=1) * w.unsqueeze(-1)).sum(dim=1)
-        return F.normalize(fused, dim=-1)
+        with torch.autocast(mask.device.type, enabled=False):
+            w = torch.softmax(logits.float().expand(mask.shape[0], -1).masked_fill(~mask, float("-inf")), dim=1)
+            w = torch.nan_to_num(w, nan=0.0)
+            fused = (torch.stack([e.float() for e in embs], dim=1) * w.unsqueeze(-1)).sum(dim=1)
+            return F.normalize(fused, dim=-1)
 
     def fusion_weights(self) -> dict[str, float]:
         logits = self.fusion_logits if self.cfg.model.fusion == "learned" else torch.log(self.fusion_fixed)
@@ -200,11 +264,12 @@ class FineCLIPER(nn.Module):
         embs, masks = self.stream_embeddings(batch)
         video = self.fuse(embs, masks)
         pos, neg = self.label_embeddings()
-        scale = self.cfg.loss.logit_scale
-        sim_pos = video @ pos.t()
-        sim_neg = video @ neg.t()
-        out = {"video": video, "sim_pos": sim_pos, "sim_neg": sim_neg,
-               "logits": scale * (sim_pos - self.cfg.loss.infer_negative * sim_neg)}
+        sim_pos = similarity(video, pos)
+        out = {"video": video, "sim_pos": sim_pos}
+        if neg is not None:
+            out["sim_neg"] = similarity(video, neg)
+        out["logits"] = prediction_logits(sim_pos, out.get("sim_neg"), self.cfg.loss.logit_scale,
+                                          self.cfg.loss.infer_negative)
         if "description" in self.streams:
             i = self.streams.index("description")
             visual_only = tuple(s for s in self.streams if s != "description")
@@ -212,6 +277,14 @@ class FineCLIPER(nn.Module):
             out["description"] = embs[i]
             out["has_description"] = masks[i]
         return out
+
+
+def prediction_logits(sim_pos: torch.Tensor, sim_neg: torch.Tensor | None, scale: float, weight: float):
+    """tau * (s(v, p_c) - weight * s(v, n_c)), float32; the negatives only where the model has them."""
+    with torch.autocast(sim_pos.device.type, enabled=False):
+        if sim_neg is None or weight == 0:
+            return scale * sim_pos.float()
+        return scale * (sim_pos.float() - weight * sim_neg.float())
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -237,3 +310,41 @@ def build_model(cfg: Config, labels: tuple[str, ...], frames: int) -> FineCLIPER
     except OSError as exc:
         raise ConfigError(f"model.descriptors: cannot read {cfg.model.descriptors} ({exc.strerror})") from None
     return FineCLIPER(cfg, labels, texts, frames)
+
+
+# The paper's four variants (Table 1): their inputs, and the tunable parameters it reports for ViT-B/16.
+PAPER_VARIANTS: dict[str, tuple[tuple[str, ...], int]] = {
+    "FineCLIPER": (("frames",), 13),
+    "FineCLIPER*": (("frames", "parsing", "landmarks"), 19),
+    "FineCLIPER†": (("frames", "description"), 14),
+    "FineCLIPER*†": (("frames", "parsing", "landmarks", "description"), 20),
+}
+
+
+def variant_parameters(cfg: Config, labels: tuple[str, ...] | None = None) -> dict[str, int]:
+    """Trainable parameters of each paper variant built with `cfg`'s model and loss settings, its streams
+    replaced by the variant's. Built on the meta device: no memory, no weights, a few seconds each."""
+    from fineschema.labels import BASIC7
+
+    from .config import replace
+
+    counts = {}
+    for name, (streams, _) in PAPER_VARIANTS.items():
+        variant = replace(cfg, model={"streams": list(streams), "pretrained": None})
+        with torch.device("meta"):
+            model = build_model(variant, labels or BASIC7, cfg.data.frames or 16)
+        counts[name] = count_parameters(model)[0]
+    return counts
+
+
+def parameter_table(configs: tuple[str, ...] = ("dfew-b16", "dfew-l14")) -> str:
+    """Markdown: our tunable parameters per variant for each preset, beside the paper's (ViT-B/16)."""
+    from .config import load_config
+
+    counts = {name: variant_parameters(load_config(name)) for name in configs}
+    head = "| variant | inputs | paper (M) | " + " | ".join(f"`{c}` (M)" for c in configs) + " |"
+    lines = [head, "|" + "---|" * (3 + len(configs))]
+    for variant, (streams, paper) in PAPER_VARIANTS.items():
+        ours = " | ".join(f"{counts[c][variant] / 1e6:.1f}" for c in configs)
+        lines.append(f"| {variant} | {', '.join(streams)} | {paper} | {ours} |")
+    return "\n".join(lines)
