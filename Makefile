@@ -7,7 +7,7 @@ DEMO   ?= demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint clean-demo
+.PHONY: demo test lint smoke clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The images built and the compose stack run end to end (deploy/smoke.sh; root or a running Docker daemon).
+smoke: $(STAMP)
+	FINECLIP_DOCKER_SMOKE=1 $(BIN)/pytest -q -s -m docker tests/test_docker_smoke.py
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -376,7 +376,9 @@ def test_dockerfile_stages_and_installs():
     dockerfile = pytest.importorskip("dockerfile", reason="the dockerfile parser (dev extra) is not installed")
     commands = dockerfile.parse_file(str(DOCKERFILE))
     stages = [c.value[2] for c in commands if c.cmd.lower() == "from" and len(c.value) == 3]
-    assert stages == ["base", "wheel", "pipeline", "trainer"]
+    assert stages == ["wheelhouse", "base", "wheel", "requirements", "torch-0", "torch-1", "pipeline", "trainer"]
+    bases = {c.value[2]: c.value[0] for c in commands if c.cmd.lower() == "from" and len(c.value) == 3}
+    assert bases["pipeline"] == "torch-${PIPELINE_TORCH}" and bases["trainer"] == "torch-1"
     runs: dict[str, list[str]] = {}
     stage = None
     for c in commands:
@@ -385,15 +387,33 @@ def test_dockerfile_stages_and_installs():
         elif c.cmd.lower() == "run":
             runs.setdefault(stage, []).append(" ".join(c.value))
         elif c.cmd.lower() == "copy" and "--from" not in " ".join(c.flags):
-            for src in c.value[:-1]:
+            for src in map(compose_defaults, c.value[:-1]):     # ${WHEELHOUSE:-x}: x
                 assert list(ROOT.glob(src)) or src.endswith("*"), f"COPY {src}: not in the repository"
     installs = [r for rs in runs.values() for r in rs if "pip install" in r]
-    assert installs and all("-c /wheels/constraints.txt" in r for r in installs)
+    assert installs and all(re.search(r"-c /\S+/constraints\.txt", r) for r in installs)
+    pips = [r for rs in runs.values() for r in rs if re.search(r"pip (install|wheel)", r)]
+    assert len(pips) == 6 and all("${WHEELHOUSE:+--no-index --find-links /wheelhouse}" in r for r in pips), \
+        "every pip step installs from the wheelhouse when WHEELHOUSE is set"
     pipeline, trainer = " ".join(runs["pipeline"]), " ".join(runs["trainer"])
     assert "[pipeline,describe]" in pipeline and "[trainer]" not in pipeline
     assert "[trainer]" in trainer and "[pipeline" not in trainer
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", "stores"} <= set(ignored)
+
+
+def test_the_images_dependency_layers_list_the_extras_requirements():
+    """deploy/requirements.py (the images' dependency layers) prints pyproject's core and extra
+    requirements, and refuses an extra that does not exist."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    script = [sys.executable, str(DEPLOY / "requirements.py"), str(ROOT / "pyproject.toml")]
+    proc = subprocess.run([*script, "pipeline", "describe"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    extras = project["optional-dependencies"]
+    assert proc.stdout.splitlines() == [*project["dependencies"], *extras["pipeline"], *extras["describe"]]
+    proc = subprocess.run([*script, "trainer", "gpu"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "no extra named gpu" in proc.stderr
 
 
 def test_the_wheel_the_images_install_holds_every_package_and_data_file(tmp_path):
