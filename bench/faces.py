@@ -223,7 +223,7 @@ def table(results: dict) -> str:
         fnd = r["found_ratio"] if fnd is None else fnd
         cuts = f"{r['cuts_found']}/{r['cuts_true']} ({r['cuts_false']})" if "cuts_true" in r else "-"
         lines.append(f"| {dataset} | {face} | {r['clips']} ({r['status'].get('ok', 0)}) | "
-                     f"{'-' if rec is None else f'{rec:.3f}'} | {fnd:.3f} | {r.get('switches', '-')} | "
+                     f"{'-' if rec is None else f'{rec:.3f}'} | {fnd:.3f} | {r.get('switches', '-') if r.get('eligible') else '-'} | "
                      f"{r['unmeasured_filled']}/{r['unmeasured_copied']} | {cuts} | {r['seconds_per_clip']} |")
     return "\n".join(lines)
 

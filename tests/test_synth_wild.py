@@ -207,7 +207,7 @@ def test_score_counts_hits_switches_and_cuts():
     idx = list(range(10))
     found = np.ones(10, bool)
     found[3] = False
-    centres = [120, 120, 315, 120, 120, 315, 315, 120, 120, 120]
+    centres = [120, 120, 315, 120, 120, 315, 315, 500, 120, 120]
     boxes = np.array([_window(c) for c in centres])
     shots = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])  # one cut found one frame early
     s = score_clip(t, idx, found, boxes, shots)
@@ -217,6 +217,9 @@ def test_score_counts_hits_switches_and_cuts():
     # shot 0: P, P, O, (3 not found), P -> 2 switches; shot 1: O, O, P, P, P -> 1 switch
     assert s.switches == 3
     assert (s.cuts_true, s.cuts_found, s.cuts_false) == (1, 0, 1)
+    assert s.off_face == 0  # frame 7's window is on nobody, but the primary is absent there: not counted
+    centres[9] = 500
+    assert score_clip(t, idx, found, np.array([_window(c) for c in centres])).off_face == 1
     bare = score_clip(t, idx, found)
     assert (bare.eligible, bare.found, bare.hits, bare.switches) == (8, 7, 0, 0)
     small = score_clip(t, idx, found, boxes, min_face=60)

@@ -117,7 +117,7 @@ class ClipScore:
     hits: int = 0  # ... found by the landmarker with the window centre inside the true box
     found: int = 0  # ... found by the landmarker (wherever the window was)
     switches: int = 0  # changes of the person under the window centre inside one true shot
-    off_face: int = 0  # kept frames with face_found whose window centre is on nobody's face
+    off_face: int = 0  # kept frames with face_found whose window centre is on nobody's face (primary box known)
     cuts_true: int = 0  # pairs of consecutive kept frames that straddle a true cut
     cuts_found: int = 0  # ... of those, pairs whose stored shot index changes
     cuts_false: int = 0  # pairs inside one true shot whose stored shot index changes
@@ -145,7 +145,8 @@ def score_clip(truth: ClipTruth, frame_indices, face_found, boxes=None, shots=No
         who = [truth.who_at(f, x, y) if fnd and np.isfinite(x) else None
                for f, x, y, fnd in zip(idx, cx, cy, found, strict=True)]
         s.hits = int(sum(1 for i in np.flatnonzero(ok & found) if who[i] == truth.primary))
-        s.off_face = int(sum(1 for i in np.flatnonzero(found) if who[i] is None))
+        known = ~np.isnan(truth.boxes[idx, 0])  # where nobody's box is known, "off face" means nothing
+        s.off_face = int(sum(1 for i in np.flatnonzero(found & known) if who[i] is None))
         last: dict[int, str] = {}
         for f, w in zip(idx, who, strict=True):
             if w is None:
