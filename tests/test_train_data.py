@@ -118,13 +118,15 @@ def _plain_item(ds: StoreDataset, i: int) -> tuple[dict, tuple]:
     if flip:
         pts[..., 0] = 1.0 - pts[..., 0]
     valid = torch.from_numpy(group["face_found"][si][pick])
+    parsing[~valid] = 0  # no overlay on frames where the landmarker found no face
     factors = rng.uniform(1 - ds.cfg.jitter, 1 + ds.cfg.jitter, size=3) if ds.train else np.ones(3)
     return {"label": int(ds.info.label_index[row]), "row": row, "frames": frames,
             "parsing": _plain_overlay(frames, parsing, ds.cfg.overlay_alpha),
             "landmarks": _plain_dots(frames, pts, valid, ds.cfg.landmark_radius),
             "jitter": torch.tensor(factors, dtype=torch.float32),
             "blendshapes": torch.from_numpy(group["blendshapes"][si][pick][..., mirrored_blendshapes() if flip
-                                                                            else slice(None)])}, (x0, y0, side, flip)
+                                                                            else slice(None)]),
+            "blendshapes_mask": valid}, (x0, y0, side, flip)
 
 
 @pytest.fixture(scope="module")

@@ -201,9 +201,11 @@ def _nearest_source(side: int, size: int) -> np.ndarray:
 
 def arrays_for(streams) -> tuple[str, ...]:
     """The store arrays a set of streams reads: frames for any image stream (the overlay and the dots
-    are drawn on them), face_found beside the landmarks."""
+    are drawn on them), face_found beside the parsing, the landmarks and the blendshapes (frames where
+    the landmarker found no face carry no overlay, no dots and no blendshape values)."""
     wanted = {"frames": any(s in streams for s in VISUAL_STREAMS), "parsing": "parsing" in streams,
-              "landmarks": "landmarks" in streams, "face_found": "landmarks" in streams,
+              "landmarks": "landmarks" in streams,
+              "face_found": any(s in streams for s in ("parsing", "landmarks", "blendshapes")),
               "blendshapes": "blendshapes" in streams}
     return tuple(name for name, read in wanted.items() if read)
 
@@ -270,6 +272,7 @@ class StoreDataset(torch.utils.data.Dataset):
         clip = self._read(si, pick, self._arrays_needed)
         item = {"label": int(self.info.label_index[row]), "row": row}
         flip = False
+        found = np.array(clip["face_found"], dtype=bool) if "face_found" in clip else None
         if need_pixels:
             s = clip["frames"].shape[1]
             x0, y0, side, flip = self._crop(s, rng)
@@ -277,7 +280,10 @@ class StoreDataset(torch.utils.data.Dataset):
             if "frames" in self.streams:
                 item["frames"] = frames
             if "parsing" in self.streams:
-                parsing = torch.from_numpy(resize_classes(clip["parsing"], x0, y0, side, self.image_size, flip))
+                classes = resize_classes(clip["parsing"], x0, y0, side, self.image_size, flip)
+                if not found.all():
+                    classes[~found] = 0  # background, never painted: no overlay where nothing was measured
+                parsing = torch.from_numpy(classes)
                 palette = parsing_palette(tuple(self.info.attrs.get("parsing_classes", layout.PARSING_CLASSES)), flip)
                 item["parsing"] = parsing_overlay(frames, parsing, self.cfg.overlay_alpha, palette)
             if "landmarks" in self.streams:
@@ -285,7 +291,7 @@ class StoreDataset(torch.utils.data.Dataset):
                 pts = (pts - np.array([x0, y0], dtype=np.float32)) / side
                 if flip:
                     pts[..., 0] = 1.0 - pts[..., 0]
-                valid = torch.from_numpy(np.array(clip["face_found"], dtype=bool))
+                valid = torch.from_numpy(found)
                 item["landmarks"] = landmark_dots(frames, torch.from_numpy(pts), valid, self.cfg.landmark_radius)
             strength = self.cfg.jitter if rng is not None else 0.0
             factors = rng.uniform(1 - strength, 1 + strength, size=3) if strength > 0 else np.ones(3)
@@ -293,6 +299,7 @@ class StoreDataset(torch.utils.data.Dataset):
         if "blendshapes" in self.streams:
             shapes = np.array(clip["blendshapes"], dtype=np.float32)
             item["blendshapes"] = torch.from_numpy(shapes[..., mirrored_blendshapes()] if flip else shapes)
+            item["blendshapes_mask"] = torch.from_numpy(found)  # false: no face found, the zeros are no values
         if self.tokenizer is not None:
             text = self.info.descriptions.get(self.info.clip_ids[row], "")
             words = text.split()[: self.cfg.description_words]

@@ -10,8 +10,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fineschema import tables
-
 from ..entries import ClipEntry
 from .clip import Settings, StageTimer, extract_clip
 from .faces import get_models, quiet_native_logs
@@ -45,7 +43,6 @@ class BatchReport:
 def printable(text: str | None) -> str | None:
     """A message the manifest can store: bytes of a file name that are not UTF-8 become `\\xNN`."""
     return None if text is None else os.fsencode(text).decode("utf-8", "backslashreplace")
-
 
 
 def _tune_process() -> None:
@@ -107,6 +104,7 @@ def warm_up(model_path: str, parser: str, out: str, parser_weights: str | None =
     import numcodecs
     import numpy as np
     import pyarrow.parquet  # noqa: F401 - the done-marker writer; importing it takes most of a second
+    import scipy.optimize  # noqa: F401 - face-track linking (a third of a second to import)
 
     _tune_process()
     models = get_models(model_path)
@@ -139,14 +137,16 @@ def run_batch(spec: BatchSpec) -> BatchReport:
         timer.add("setup", t0)
         for store_index, entry in spec.clips:
             result = extract_clip(entry, root, spec.settings, models, tracker, parser, timer)
-            if result.status == tables.STATUS_OK:
+            stored = result.arrays is not None  # ok, and few_faces (kept for inspection, not trained on)
+            if stored:
                 t0 = time.perf_counter()
                 writer.write(store_index, result.arrays)
                 timer.add("write", t0)
             rows.append(manifest_row(
-                entry, spec.label_names, store_index if result.status == tables.STATUS_OK else -1,
+                entry, spec.label_names, store_index if stored else -1,
                 result.status, printable(result.error), num_source_frames=result.num_source_frames, fps=result.fps,
                 frame_indices=result.indices or None, face_found_ratio=result.face_found_ratio,
+                source_width=result.source_width, source_height=result.source_height,
             ))
             statuses[result.status] = statuses.get(result.status, 0) + 1
     if spec.write_part:
