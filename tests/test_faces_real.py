@@ -359,3 +359,22 @@ def test_a_store_of_the_previous_schema_is_refused_in_one_line(tmp_path):
     assert "\n" not in message and "re-run `fineprep extract --overwrite`" in message
     assert f"schema version {SCHEMA_VERSION - 1}" in message and "missing" not in message
     check_store(write_toy_store(tmp_path / "new", clips_per_class=1))
+
+
+def test_the_trainer_ignores_blendshapes_of_frames_without_a_face():
+    """What a not-found frame holds (zeros, or anything) never reaches the blendshape embedding."""
+    import torch
+
+    from finetrain.model import TemporalHead
+
+    head = TemporalHead(dim=8, frames=4, layers=1, heads=2, mlp_ratio=2.0, dropout=0.0).eval()
+    torch.nn.init.normal_(head.out.weight)
+    x = torch.randn(2, 4, 8)
+    mask = torch.tensor([[True, False, True, True], [True, True, True, True]])
+    y = x.clone()
+    y[0, 1] = 100.0                                                          # junk on the masked frame
+    with torch.no_grad():
+        a, b = head(x, mask), head(y, mask)
+        assert torch.allclose(a, b, atol=1e-5)
+        assert not torch.allclose(head(x), head(y), atol=1e-3)               # unmasked, it would count
+        assert torch.allclose(head(x, torch.ones(2, 4, dtype=torch.bool)), head(x), atol=1e-5)

@@ -3,13 +3,15 @@
 The detector inside `face_landmarker.task` (BlazeFace short range) sees its input at 128 x 128 and
 finds faces from about 16 px there (measured on a portrait scaled into a 128 px canvas: 14 px none,
 16 px at score 0.74, 20 px and up at 0.94 or more). On a whole 640x360 frame that means faces of
-80 px and up; on 1080p, 240 px. So the frame is searched coarse to fine: the whole frame, then
-square tiles that overlap by a third, each level's tiles smaller by up to 2x, down to tiles on which
-a face of `min_face` px appears 22 px high. The descent stops at the first level where the largest
-face found so far appears at least `SETTLED_PX` high (a close-up costs one detector call; a wide
-frame of small faces tens). Detections from all levels are merged: a box cut by an inner tile edge
-is dropped (an overlapping tile holds that face whole) and of two boxes that mostly cover each
-other the higher-scoring one is kept.
+80 px and up; on 1080p, 240 px. So the frame is searched coarse to fine:
+the whole frame, then square tiles that overlap by a third, each level's tiles smaller by up to 2x,
+down to tiles on which a face of `min_face` px appears 26 px high (at 22 px, compressed and
+low-contrast faces of 44-60 px were found in only half the frames of the in-the-wild synth set).
+The descent stops at the first level where the largest sure face found so far appears at least
+`SETTLED_PX` high: faces under half its size could not win the primary choice, which weighs size
+linearly (a close-up costs one detector call; a wide frame of small faces tens). Detections from
+all levels are merged: a box cut by an inner tile edge is dropped (an overlapping tile holds that
+face whole) and of two boxes that mostly cover each other the higher-scoring one is kept.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import math
 import numpy as np
 
 DETECTOR_INPUT = 128   # the model's input side
-TARGET_PX = 22         # a face of min_face px appears this high on the finest tiles
-SETTLED_PX = 40        # stop descending once the largest sure face appears this high at the current level
+TARGET_PX = 26         # a face of min_face px appears this high on the finest tiles
+SETTLED_PX = 32        # stop descending once the largest sure face appears this high at the current level
 SURE = 0.8             # a detection this confident can stop the descent (weaker ones are often not faces)
 OVERLAP = 1 / 3        # of a tile's side, shared with its neighbour
 EDGE_PX = 2            # a box within this many input px of an inner tile edge is cut by the tile

@@ -7,7 +7,7 @@ frame) and its size is within SIZE_RATIO of it; among such pairs the cheapest as
 
 Per shot one track is chosen. With `primary` (the face a DFER label is about) its score is
 
-    coverage * confidence * sqrt(size) * (0.5 + 0.5 * centrality)
+    coverage * confidence * size * (0.5 + 0.5 * centrality)
 
 coverage: share of the shot's kept frames where the track has a detection; confidence: mean detector
 score; size: median box side / the frame's short side; centrality: 1 - median distance of the box
@@ -95,7 +95,7 @@ def score(track: Track, shot_frames: int, width: int, height: int, rule: str = "
         return coverage * centrality
     if rule != "primary":
         raise ValueError(f"face rule must be one of {', '.join(RULES)}, not {rule!r}")
-    return coverage * float(boxes[:, 4].mean()) * float(np.sqrt(size)) * (0.5 + 0.5 * centrality)
+    return coverage * float(boxes[:, 4].mean()) * size * (0.5 + 0.5 * centrality)
 
 
 def choose(tracks: list[Track], shot: np.ndarray, width: int, height: int, rule: str = "primary"
