@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fineschema import layout, tables
+from fineschema.version import SCHEMA_VERSION
 
 
 def make_store(root: Path, n: int = 6, frames: int = 4, size: int = 32, extra_rows: list[dict] | None = None) -> Path:
@@ -24,9 +25,13 @@ def make_store(root: Path, n: int = 6, frames: int = 4, size: int = 32, extra_ro
             crop = img[y:y + 160, x:x + 160]
             clips[i, t] = crop[:: 160 // size, :: 160 // size][:size, :size]
     group = zarr.open_group(str(root / layout.ARRAYS_DIR), mode="w", zarr_format=3)
-    arr = group.create_array("frames", shape=clips.shape, chunks=(1, frames, size, size, 3), dtype="uint8")
-    arr[:] = clips
-    group.attrs.update({"schema_version": 1, "dataset": "dfew", "frames": frames, "size": size})
+    for spec in layout.ARRAYS:   # every array of the contract, every clip's chunk stored (describe validates)
+        arr = group.create_array(spec.name, shape=spec.concrete_shape(n, frames, size),
+                                 chunks=spec.chunk_shape(frames, size), dtype=spec.dtype)
+        arr.with_config({"write_empty_chunks": True})[:] = clips if spec.name == "frames" else 0
+    group.attrs.update({"schema_version": SCHEMA_VERSION, "dataset": "dfew", "frames": frames, "size": size,
+                        "parsing_classes": list(layout.PARSING_CLASSES), "landmark_model_sha256": "0" * 64,
+                        "label_set": "dfew", "source": "clip_224x224"})
     rows = [{"clip_id": f"clip{i:03d}", "dataset": "dfew", "label": "happiness", "status": tables.STATUS_OK,
              "store_index": i} for i in range(n)]
     rows += extra_rows or []

@@ -299,7 +299,7 @@ def test_cli_errors_are_one_line(tmp_path):
     from fineprep.cli import app
 
     r = CliRunner().invoke(app, ["describe", "--store", str(tmp_path), "--model", "tiny-random", "--engine", "hf"])
-    assert r.exit_code == 2 and "manifest.parquet not found" in r.output
+    assert r.exit_code == 2 and "manifest.parquet is missing" in r.output
     r = CliRunner().invoke(app, ["describe", "--store", str(tmp_path), "--shard", "2/2"])
     assert r.exit_code == 2 and "0 <= i < N" in r.output
 

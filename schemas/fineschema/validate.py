@@ -6,6 +6,7 @@ a missing array or a manifest with the wrong columns fails in one line, up front
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -113,8 +114,128 @@ def _parsing_classes_problem(attrs: dict) -> str | None:
     return None
 
 
-def validate_store(path: str | Path) -> list[str]:
-    """Return the list of problems with the store at `path` (empty when it meets the contract)."""
+def chunk_file(zroot: Path, name: str, array, index: int) -> Path:
+    """The file holding clip `index`'s chunk of array `name` (one clip per chunk), by the array's own
+    chunk key encoding."""
+    return Path(chunk_files(zroot, name, array)(index))
+
+
+def chunk_files(zroot: Path, name: str, array):
+    """index -> path string of that clip's chunk file; the key encoding is asked once, for a marker
+    index, so checking many clips costs one string join and one stat each."""
+    head, tail = os.path.join(str(zroot), name, _marker_key(array)).split(str(_MARKER))
+    return lambda index: f"{head}{index}{tail}"
+
+
+_MARKER = 987654321
+
+
+def _marker_key(array) -> str:
+    return array.metadata.chunk_key_encoding.encode_chunk_key((_MARKER,) + (0,) * (array.ndim - 1))
+
+
+def stored_clips(zroot: Path, name: str, array) -> set[int]:
+    """Clip indices with chunk data in array `name`, from one listing of the folder that holds the clip
+    level of the chunk keys (`c/` under the default encoding, whose entries are `c/<index>/...`)."""
+    parts = f"{name}/{_marker_key(array)}".split("/")
+    level = next(k for k, part in enumerate(parts) if str(_MARKER) in part)
+    before, after = parts[level].split(str(_MARKER))
+    folder = os.path.join(str(zroot), *parts[:level])
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return set()
+    found = set()
+    for entry in names:
+        middle = entry[len(before):len(entry) - len(after)] if entry.startswith(before) and entry.endswith(after) \
+            else ""
+        if middle.isdigit():
+            found.add(int(middle))
+    return found
+
+
+def _examples(items: list, k: int = 3) -> str:
+    shown = ", ".join(str(x) for x in items[:k])
+    return shown + (", ..." if len(items) > k else "")
+
+
+def _check_rows(root: Path, manifest: Path, n: int, deep: bool, problems: list[str]) -> None:
+    """Rows against arrays: indices in range and unshared, every ok clip's chunks on disk; with `deep`,
+    every ok clip's chunks decode to the layout's shape and dtype."""
+    from collections import Counter
+
+    import zarr
+
+    idx = pq.read_table(manifest, columns=["clip_id", "store_index", "status"]).to_pydict()
+    rows = list(zip(idx["clip_id"], idx["store_index"], idx["status"], strict=True))
+    bad = [i for _, i, s in rows if s == tables.STATUS_OK and (i is None or not 0 <= i < n)]
+    if bad:
+        problems.append(f"{layout.MANIFEST_FILE}: {len(bad)} ok rows point outside the arrays (0..{n - 1})")
+    clips = Counter(c for c, _, _ in rows)
+    twice = sorted(c for c, k in clips.items() if k > 1)
+    if twice:
+        problems.append(f"{layout.MANIFEST_FILE}: {len(twice)} clip ids appear in several rows ({_examples(twice)})")
+    owners = Counter(i for _, i, _ in rows if i is not None and i >= 0)
+    shared = sorted(i for i, k in owners.items() if k > 1)
+    if shared:
+        problems.append(f"{layout.MANIFEST_FILE}: {len(shared)} store_index values are shared by several rows "
+                        f"({_examples(shared)})")
+    ok = sorted((i, c) for c, i, s in rows if s == tables.STATUS_OK and i is not None and 0 <= i < n)
+    zroot = root / layout.ARRAYS_DIR
+    group = zarr.open_group(str(zroot), mode="r")
+    for spec in layout.ARRAYS:
+        if spec.name not in group:
+            continue
+        arr = group[spec.name]
+        if deep:   # every chunk file itself
+            path_of = chunk_files(zroot, spec.name, arr)
+            missing = [c for i, c in ok if not os.path.isfile(path_of(i))]
+        else:      # one listing per array
+            stored = stored_clips(zroot, spec.name, arr)
+            missing = [c for i, c in ok if i not in stored]
+        if missing:
+            problems.append(f"{layout.ARRAYS_DIR}/{spec.name}: {len(missing)} ok clips have no stored chunk "
+                            f"({_examples(missing)}); re-extract them (`fineprep extract --overwrite`)")
+        if deep:
+            gone = set(missing)
+            _decode_all(zroot, spec, arr, [(i, c) for i, c in ok if c not in gone], problems)
+
+
+def _decode_all(zroot: Path, spec, arr, clips: list[tuple[int, str]], problems: list[str]) -> None:
+    """Decode every listed clip's chunk; a chunk of another size or item size (e.g. written by a run with
+    other settings) fails to decode or shows in its Blosc header, which records both."""
+    import numpy as np
+
+    want_bytes = int(np.prod(arr.chunks)) * np.dtype(spec.dtype).itemsize
+    itemsize = np.dtype(spec.dtype).itemsize
+    bad: list[str] = []
+    for i, clip in clips:
+        with open(chunk_file(zroot, spec.name, arr, i), "rb") as fh:
+            head = fh.read(16)
+        if len(head) == 16 and head[0] == 2:  # Blosc1 header: version 2, typesize, nbytes
+            typesize, nbytes = head[3], int.from_bytes(head[4:8], "little")
+            if typesize != itemsize or nbytes != want_bytes:
+                bad.append(f"{clip}: {nbytes} bytes of {typesize}-byte items, expected {want_bytes} of {itemsize}")
+                continue
+        try:
+            value = arr[i]
+        except Exception as exc:  # noqa: BLE001 - any chunk that does not decode is the finding
+            bad.append(f"{clip}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            continue
+        if value.shape != tuple(arr.chunks[1:]) or str(value.dtype) != spec.dtype:
+            bad.append(f"{clip}: decoded {value.shape} {value.dtype}")
+    if bad:
+        problems.append(f"{layout.ARRAYS_DIR}/{spec.name}: {len(bad)} ok clips have chunks that do not match "
+                        f"the layout ({_examples(bad, 2)})")
+
+
+def validate_store(path: str | Path, deep: bool = False) -> list[str]:
+    """Return the list of problems with the store at `path` (empty when it meets the contract).
+
+    The default check reads metadata and the manifest and checks that every ok clip has chunks in every
+    array (one folder listing per array, no chunk is read); `deep` looks for each chunk file and
+    decodes every chunk of every ok clip.
+    """
     root = Path(path)
     problems: list[str] = []
     if not root.is_dir():
@@ -126,11 +247,7 @@ def validate_store(path: str | Path) -> list[str]:
         _check_schema(manifest, tables.MANIFEST, problems)
     n = _check_arrays(root, problems)
     if manifest.exists() and n is not None and not problems:
-        idx = pq.read_table(manifest, columns=["store_index", "status"]).to_pydict()
-        bad = [i for i, s in zip(idx["store_index"], idx["status"], strict=True)
-               if s == tables.STATUS_OK and (i is None or not 0 <= i < n)]
-        if bad:
-            problems.append(f"{layout.MANIFEST_FILE}: {len(bad)} ok rows point outside the arrays (0..{n - 1})")
+        _check_rows(root, manifest, n, deep, problems)
     desc_dir = root / layout.DESCRIPTIONS_DIR
     if desc_dir.is_dir():
         for part in sorted(desc_dir.glob("*.parquet")):
@@ -138,8 +255,8 @@ def validate_store(path: str | Path) -> list[str]:
     return problems
 
 
-def check_store(path: str | Path) -> None:
+def check_store(path: str | Path, deep: bool = False) -> None:
     """Raise StoreError naming every problem, or return quietly."""
-    problems = validate_store(path)
+    problems = validate_store(path, deep=deep)
     if problems:
         raise StoreError(f"store {path} is not valid: " + "; ".join(problems))

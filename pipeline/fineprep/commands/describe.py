@@ -46,6 +46,8 @@ def describe(
     """Describe how each clip's face moves, with a multimodal LLM; resumable, one Parquet part per chunk."""
     from fineprep.describe.registry import ModelError
     from fineprep.describe.runner import DescribeConfig, DescribeError, parse_shard, run_describe
+    from fineprep.describe.writer import writing
+    from fineschema import StoreError
 
     if procs > 1:
         from fineprep.describe.procs import run_procs
@@ -72,13 +74,14 @@ def describe(
             options={"endpoint": endpoint, "served_model": served_model, "concurrency": concurrency,
                      "gpu_memory_utilization": gpu_memory_utilization},
         )
-        if scheduler:
-            from fineprep.describe.dispatch import run_describe_dask
+        with writing(cfg.store, cfg.shard):
+            if scheduler:
+                from fineprep.describe.dispatch import run_describe_dask
 
-            s = run_describe_dask(cfg, scheduler, progress=progress, log=typer.echo)
-        else:
-            s = run_describe(cfg, progress=progress, log=typer.echo)
-    except (DescribeError, ModelError, KeyError, RuntimeError) as exc:
+                s = run_describe_dask(cfg, scheduler, progress=progress, log=typer.echo)
+            else:
+                s = run_describe(cfg, progress=progress, log=typer.echo)
+    except (DescribeError, ModelError, KeyError, RuntimeError, StoreError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if s.described or s.failed:

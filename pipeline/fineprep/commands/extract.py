@@ -63,7 +63,7 @@ def extract(
             console=console,
         )
     except ExtractError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)  # one line, any width
         raise typer.Exit(2) from None
     if outcome.ok == 0:
         raise typer.Exit(1)

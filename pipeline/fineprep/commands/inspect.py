@@ -1,4 +1,4 @@
-"""`fineprep show`, `fineprep stats`, `fineprep export`: read-only looks at a store."""
+"""`fineprep show`, `fineprep stats`, `fineprep export`, `fineprep validate`: read-only looks at a store."""
 
 from __future__ import annotations
 
@@ -95,7 +95,24 @@ def export(
                       "frame folders, so pass --frames to write the stored crops")
 
 
+def validate(
+    store: Path = typer.Option(..., "--store", help="Store folder."),
+    deep: bool = typer.Option(False, "--deep", help="Also decode every chunk of every ok clip (reads the whole "
+                              "store); by default metadata, the manifest and chunk presence are checked."),
+) -> None:
+    """Check a store against the contract: one line per problem, exit 1 when there is any."""
+    from fineschema import validate_store
+
+    problems = validate_store(store, deep=deep)
+    for problem in problems:
+        typer.echo(f"{store}: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{store}: valid ({'deep' if deep else 'metadata and chunk presence'} check)")
+
+
 def register(app: typer.Typer) -> None:
     app.command("show")(show)
     app.command("stats")(stats)
     app.command("export")(export)
+    app.command("validate")(validate)

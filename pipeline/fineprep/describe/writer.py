@@ -7,9 +7,11 @@ are tried again on the next run (their old error rows stay, readers take the new
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,6 +66,37 @@ def write_part(store: Path, rows: list[dict], tag: str, note: str | None = None)
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, out / name)
     return out / name
+
+
+def remove_stale_temps(store: Path, shard: tuple[int, int]) -> int:
+    """Delete unfinished part files a killed run of this shard left (`.part-sIofN-*.tmp`); Dask-written
+    ones (`.part-dask-*`) only when this run owns the whole store (N = 1), as other shards' are in flight."""
+    i, n = shard
+    patterns = [f".part-s{i}of{n}-*.tmp"] + ([".part-dask-*.tmp"] if n == 1 else [])
+    removed = 0
+    for pattern in patterns:
+        for tmp in parts_dir(store).glob(pattern):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def writing(store: Path, shard: tuple[int, int]) -> Iterator[None]:
+    """The describe job's hold on a store: its shard's writer lock (fineprep.storelock), then the same
+    contract check readers make (a store from a newer schema or with a broken manifest is refused
+    before anything is written), then this shard's leftover temporary files cleared."""
+    from fineschema import check_store
+
+    from ..storelock import shard_lock
+
+    store = Path(store)
+    if not store.is_dir():
+        check_store(store)  # raises, naming the missing store
+    with shard_lock(store, shard):
+        check_store(store)
+        remove_stale_temps(store, shard)
+        yield
 
 
 def load_descriptions(store: Path, model: str | None = None, prompt_hash: str | None = None) -> pa.Table:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from pathlib import Path
 
 from rich.console import Console
@@ -10,7 +12,8 @@ from rich.table import Table
 from fineschema import labels as fl
 from fineschema import layout, tables
 
-from . import faces, parsing, runner, store
+from .. import storelock
+from . import faces, parsing, runner, semaphores, store
 from .clip import Settings
 
 
@@ -54,6 +57,23 @@ def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, si
                            parser=parser, parser_weights=parser_weights, console=console)
 
 
+def _one_writer(fn):
+    """Hold the store's writer lock for the whole job (prepare, every batch, the manifest); the Dask
+    workers write chunks and parts for this process, which holds it until the job ends or dies."""
+
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(storelock.writer_lock(Path(kwargs["out"]).resolve()))
+            except storelock.StoreLocked as exc:
+                raise ExtractError(str(exc)) from None
+            return fn(*args, **kwargs)
+
+    return locked
+
+
+@_one_writer
 def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out: Path, frames: int, size: int,
                     workers: int | None, scheduler: str | None, limit: int | None, batch_size: int,
                     overwrite: bool, model_path: Path, model_sha256: str, margin: float,
@@ -80,17 +100,23 @@ def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out
         plan_sha256=plan.digest, parser=parser_record,
     )
     try:
-        resumed = store.prepare(out, attrs, overwrite)
+        resumed = store.prepare(out, attrs, overwrite, note=lambda line: console.print(f"note: {line}"))
     except store.SettingsMismatch as exc:
         raise ExtractError(str(exc)) from None
     console.print(f"{dataset} ({source}): {len(plan.entries)} clips indexed, {plan.num_clips} to extract "
                   f"in {len(plan.batches)} batches of {batch_size}; {len(plan.final)} settled by the index"
                   + ("; resuming" if resumed else ""))
-    if store.done_batches(out) >= set(range(len(plan.batches))):
+    done = store.done_batches(out)
+    if resumed:
+        store.remove_partial_chunks(out, [i for b, clips in enumerate(plan.batches) if b not in done
+                                          for i, _ in clips])
+    if done >= set(range(len(plan.batches))):
         # Nothing left to extract: no cluster, just the index part and the manifest.
         client = cluster = None
     else:
         if not scheduler:
+            if orphans := semaphores.remove_orphaned_semaphores():
+                console.print(f"note: removed {orphans} semaphores left in /dev/shm by killed runs")
             for line in runner.resource_warnings(workers, memory_limit or runner.DEFAULT_MEMORY_LIMIT,
                                                  frames=frames, size=size):
                 console.print(f"[yellow]warning: {line}")

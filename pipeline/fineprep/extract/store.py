@@ -58,21 +58,54 @@ def _normalise(value):
     return json.loads(json.dumps(value))
 
 
-def prepare(out: Path, attrs: dict, overwrite: bool) -> bool:
+def _recorded(zpath: Path) -> tuple[str, dict | None]:
+    """What arrays.zarr says about its settings: ("set", attrs), or ("unset", None) when the folder is
+    absent, has no zarr.json or has no attributes yet (a run killed while creating it), or
+    ("unreadable", None) when zarr.json is there but does not open."""
+    import zarr
+
+    if not (zpath / "zarr.json").exists():
+        return "unset", None
+    try:
+        attrs = dict(zarr.open_group(str(zpath), mode="r").attrs)
+    except Exception:  # noqa: BLE001 - any unreadable group is reported the same way
+        return "unreadable", None
+    return ("set", attrs) if "schema_version" in attrs else ("unset", None)
+
+
+def _remove(out: Path) -> None:
+    """Done markers first (manifest, parts), arrays last: a kill in between leaves arrays without
+    markers, which a re-run redoes, never markers without arrays."""
+    for name in (layout.MANIFEST_FILE, layout.PARTS_DIR, layout.ARRAYS_DIR):
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def prepare(out: Path, attrs: dict, overwrite: bool, note=None) -> bool:
     """Create the arrays for a new store, or check that an existing one was made with the same `attrs`.
 
     Returns True when a store with these settings was already there (a resume). With `overwrite`, an
-    existing store's arrays, parts and manifest are removed first.
+    existing store's manifest, parts and arrays are removed first, whatever state they are in. A
+    store that never recorded its settings (killed while being created) is created again; done
+    markers left beside missing arrays are stale and go with it. `note` gets a line about anything
+    removed without being asked. Call it holding the store's writer lock.
     """
     import zarr
 
+    note = note or (lambda _line: None)
     zpath = out / layout.ARRAYS_DIR
-    if zpath.exists():
-        if not overwrite:
-            try:
-                old = dict(zarr.open_group(str(zpath), mode="r").attrs)
-            except Exception as exc:  # noqa: BLE001
-                raise SettingsMismatch(f"{zpath} is not a readable Zarr group ({exc}); use --overwrite") from exc
+    removed = remove_stale_temps(out)
+    if removed:
+        note(f"removed {removed} unfinished temporary file(s) left by an interrupted run")
+    if overwrite:
+        _remove(out)
+    else:
+        state, old = _recorded(zpath)
+        done = done_batches(out)
+        if state == "set":
             new = _normalise(attrs)
             diffs = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
             if not diffs:
@@ -82,12 +115,17 @@ def prepare(out: Path, attrs: dict, overwrite: bool) -> bool:
                 f"store {out} was extracted with other settings ({detail}); "
                 "use the same options to resume, or --overwrite to start again"
             )
-        for name in (layout.ARRAYS_DIR, layout.PARTS_DIR, layout.MANIFEST_FILE):
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        if zpath.exists() and done:
+            raise SettingsMismatch(
+                f"store {out} has {len(done)} done batch(es) but {zpath.name} "
+                f"{'does not open' if state == 'unreadable' else 'records no settings'}; "
+                "use --overwrite to start again"
+            )
+        if done or (out / layout.MANIFEST_FILE).exists() or zpath.exists():
+            note(f"store {out} never finished being created"
+                 + (f" ({len(done)} done marker(s) without arrays are stale)" if done else "")
+                 + "; starting it again")
+        _remove(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / layout.PARTS_DIR).mkdir(exist_ok=True)
     n = attrs["settings"]["num_clips"]
@@ -101,6 +139,38 @@ def prepare(out: Path, attrs: dict, overwrite: bool) -> bool:
     # Attributes last: a group with attributes is a fully created store.
     group.attrs.update(_normalise(attrs))
     return False
+
+
+def remove_stale_temps(out: Path) -> int:
+    """Delete the temporary files of writes a killed run never renamed (`write_atomic`'s
+    `.NAME.PID.tmp` in parts/ and beside the manifest). Only safe under the writer lock."""
+    n = 0
+    for folder, pattern in ((out / layout.PARTS_DIR, ".*.tmp"), (out, f".{layout.MANIFEST_FILE}.*.tmp")):
+        if folder.is_dir():
+            for tmp in folder.glob(pattern):
+                tmp.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+def remove_partial_chunks(out: Path, store_indices) -> int:
+    """Delete zarr's `*.partial` chunk files (a chunk write cut short by a kill) of the clips about to be
+    extracted again; only their chunk folders are looked at, so the cost follows the work left."""
+    import zarr
+
+    from fineschema.validate import chunk_file
+
+    group = zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r")
+    n = 0
+    for spec in layout.ARRAYS:
+        arr = group[spec.name]
+        for i in store_indices:
+            folder = chunk_file(out / layout.ARRAYS_DIR, spec.name, arr, i).parent
+            if folder.is_dir():
+                for partial in folder.glob("*.partial"):
+                    partial.unlink(missing_ok=True)
+                    n += 1
+    return n
 
 
 def codec_for(dtype: str):
