@@ -24,13 +24,21 @@ At prediction the negatives enter as tau * (s(v, p_c) - w * s(v, n_c)), w chosen
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 
 
+def float32_region(device: torch.device):
+    """Autocast off on `device`, so what runs inside stays float32 (a no-op where autocast does not exist,
+    e.g. the meta device that counts parameters and FLOPs)."""
+    return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda", "xpu") else nullcontext()
+
+
 def contrastive(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
     """Symmetric InfoNCE between row-aligned unit embeddings a and b (float32)."""
-    with torch.autocast(a.device.type, enabled=False):
+    with float32_region(a.device):
         logits = scale * a.float() @ b.float().t()
         target = torch.arange(a.shape[0], device=a.device)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
@@ -38,7 +46,7 @@ def contrastive(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
 
 def negative_loss(sim_neg: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
     """CE over -tau * s(v, n_c): the true class's negative text must be the least similar one."""
-    with torch.autocast(sim_neg.device.type, enabled=False):
+    with float32_region(sim_neg.device):
         return F.cross_entropy(-scale * sim_neg.float(), labels)
 
 
@@ -47,7 +55,7 @@ def compute_loss(out: dict, labels: torch.Tensor, cfg) -> tuple[torch.Tensor, di
     tau = cfg.logit_scale
     sim_pos = out["sim_pos"]
     parts: dict[str, torch.Tensor] = {}
-    with torch.autocast(sim_pos.device.type, enabled=False):
+    with float32_region(sim_pos.device):
         total = sim_pos.new_zeros((), dtype=torch.float32)
         if cfg.ce:
             parts["ce"] = F.cross_entropy(tau * sim_pos.float(), labels, label_smoothing=cfg.label_smoothing)

@@ -32,6 +32,7 @@ from torch import nn
 from . import adapters as A
 from .backbone import create_clip
 from .config import Config, ConfigError
+from .losses import float32_region
 
 VISUAL = ("frames", "parsing", "landmarks")
 MIDDLE = ("parsing", "landmarks")
@@ -41,7 +42,7 @@ PAPER_STREAMS = ("frames", "parsing", "landmarks", "description")  # blendshapes
 
 def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(N,M) cosine similarities of the rows of a and b, in float32 whatever autocast is active."""
-    with torch.autocast(a.device.type, enabled=False):
+    with float32_region(a.device):
         return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).t()
 
 
@@ -184,7 +185,7 @@ class FineCLIPER(nn.Module):
 
     # --- labels -------------------------------------------------------------------------------------
     def _pool(self, feats: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(feats.device.type, enabled=False):
+        with float32_region(feats.device):
             feats = F.normalize(feats.float(), dim=-1)
             out = torch.zeros(len(self.labels), feats.shape[-1], device=feats.device, dtype=feats.dtype)
             out.index_add_(0, cls, feats)
@@ -249,7 +250,7 @@ class FineCLIPER(nn.Module):
         if only is not None:
             keep = torch.tensor([s in only for s in self.streams], device=mask.device)
             mask = mask & keep
-        with torch.autocast(mask.device.type, enabled=False):
+        with float32_region(mask.device):
             w = torch.softmax(logits.float().expand(mask.shape[0], -1).masked_fill(~mask, float("-inf")), dim=1)
             w = torch.nan_to_num(w, nan=0.0)
             fused = (torch.stack([e.float() for e in embs], dim=1) * w.unsqueeze(-1)).sum(dim=1)
@@ -281,7 +282,7 @@ class FineCLIPER(nn.Module):
 
 def prediction_logits(sim_pos: torch.Tensor, sim_neg: torch.Tensor | None, scale: float, weight: float):
     """tau * (s(v, p_c) - weight * s(v, n_c)), float32; the negatives only where the model has them."""
-    with torch.autocast(sim_pos.device.type, enabled=False):
+    with float32_region(sim_pos.device):
         if sim_neg is None or weight == 0:
             return scale * sim_pos.float()
         return scale * (sim_pos.float() - weight * sim_neg.float())
