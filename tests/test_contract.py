@@ -32,9 +32,10 @@ def make_store(root: Path, n: int = 3, frames: int = 4, size: int = 8, version: 
     root.mkdir(parents=True, exist_ok=True)
     pq.write_table(_manifest(n), root / layout.MANIFEST_FILE)
     group = zarr.open_group(str(root / layout.ARRAYS_DIR), mode="w", zarr_format=3)
-    for spec in layout.ARRAYS:
-        group.create_array(spec.name, shape=spec.concrete_shape(n, frames, size),
-                           chunks=spec.chunk_shape(frames, size), dtype=spec.dtype)
+    for spec in layout.ARRAYS:   # every ok clip's chunks stored: the contract checks they are there
+        arr = group.create_array(spec.name, shape=spec.concrete_shape(n, frames, size),
+                                 chunks=spec.chunk_shape(frames, size), dtype=spec.dtype)
+        arr.with_config({"write_empty_chunks": True})[:] = 0
     group.attrs.update({
         "schema_version": version, "dataset": "dfew", "frames": frames, "size": size,
         "parsing_classes": list(layout.PARSING_CLASSES), "landmark_model_sha256": "0" * 64,
