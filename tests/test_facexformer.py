@@ -252,3 +252,36 @@ def test_trainer_palette_has_one_colour_per_declared_class_and_mirrors_sides():
     want = ((100 * 128 + pal[i["hair"]].int() * 128) >> 8).to(torch.uint8)
     assert torch.equal(out[0, :, 0, i["hair"]], want)  # class 10 drawn, not clamped to the mesh's 7
     assert not torch.equal(out[0, :, 0, 10], parsing_overlay(frames, classes, 0.5)[0, :, 0, 10])
+
+
+@pytest.mark.slow
+def test_fineprep_extract_with_facexformer_writes_11_class_maps_and_records_the_weights(tmp_path, model):
+    """The whole path: CLI options, the check before any worker, a Dask worker loading the checkpoint."""
+    import os
+    import subprocess
+
+    from extract_data import write_video
+    from safetensors.torch import save_file
+
+    root = tmp_path / "data"
+    root.mkdir()
+    write_video(root / "clip0.mp4", 12)
+    ckpt = tmp_path / "facexformer.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    fineprep = str(Path(sys.executable).parent / "fineprep")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "store"
+    args = [fineprep, "extract", "--dataset", "folder", "--root", str(root), "--out", str(out), "--frames", "2",
+            "--size", "64", "--workers", "1", "--parser", "facexformer"]
+    refused = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode == 2 and "needs --parser-weights" in refused.stderr
+    proc = subprocess.run([*args, "--parser-weights", str(ckpt)], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert validate_store(out) == []
+    group = zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r")
+    assert group.attrs["parsing_classes"] == list(CLASSES)
+    assert group.attrs["parser"] == {"name": "facexformer", "weights_sha256": parsing.weights_sha256(ckpt)}
+    maps = group["parsing"][0]
+    assert maps.shape == (2, 64, 64) and maps.max() < 11
+    assert len(np.unique(maps)) > 1
