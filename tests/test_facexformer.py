@@ -285,3 +285,16 @@ def test_fineprep_extract_with_facexformer_writes_11_class_maps_and_records_the_
     maps = group["parsing"][0]
     assert maps.shape == (2, 64, 64) and maps.max() < 11
     assert len(np.unique(maps)) > 1
+
+
+def test_contact_sheet_colours_every_declared_class():
+    from fineprep.inspect.show import PALETTE as SHEET
+    from fineprep.inspect.show import overlay, palette_for
+
+    pal = palette_for(CLASSES)
+    assert len(pal) == 11 and len(set(pal[1:])) == 10
+    assert palette_for(layout.PARSING_CLASSES) == SHEET
+    frame = np.full((1, 11, 3), 100, np.uint8)
+    classes = np.arange(11, dtype=np.uint8)[None]
+    out = overlay(frame, classes, 0.5, pal)
+    assert tuple(out[0, 10]) == tuple(round(0.5 * 100 + 0.5 * c) for c in pal[10])  # hair, not clamped

@@ -19,10 +19,23 @@ from fineschema import layout
 
 from .store import InspectError, StoreView, description_text
 
-# RGB per parsing class (index = class value); background is never drawn.
+# RGB per parsing class (index = class value) of the mesh parser; background is never drawn.
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 0, 0), (255, 200, 120), (140, 70, 20), (40, 160, 255), (255, 120, 0), (230, 30, 60), (150, 0, 150),
 )
+# FaceXFormer's classes (fineschema.layout.PARSING_CLASS_SETS["facexformer"]), left and right apart.
+_FACEXFORMER = (
+    (0, 0, 0), (255, 200, 120), (140, 70, 20), (200, 150, 0), (40, 160, 255), (0, 200, 110), (255, 120, 0),
+    (230, 30, 60), (150, 0, 150), (255, 60, 160), (60, 60, 160),
+)
+
+
+def palette_for(classes) -> tuple[tuple[int, int, int], ...]:
+    """The colours for a store's `parsing_classes`: one per class it declares."""
+    if list(classes) == list(layout.PARSING_CLASS_SETS["facexformer"]):
+        return _FACEXFORMER
+    return PALETTE if len(classes) <= len(PALETTE) else PALETTE + tuple(
+        ((97 * i) % 256, (57 * i) % 256, (151 * i) % 256) for i in range(len(PALETTE), len(classes)))
 
 
 def pick_frames(total: int, k: int | None) -> list[int]:
@@ -32,9 +45,9 @@ def pick_frames(total: int, k: int | None) -> list[int]:
     return sorted({round(i * (total - 1) / (k - 1)) for i in range(k)}) if k > 1 else [total // 2]
 
 
-def overlay(frame: np.ndarray, parsing: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def overlay(frame: np.ndarray, parsing: np.ndarray, alpha: float = 0.45, palette=PALETTE) -> np.ndarray:
     """Blend class colours over an RGB frame wherever the class is not background."""
-    colours = np.asarray(PALETTE, dtype=np.float32)[np.clip(parsing, 0, len(PALETTE) - 1)]
+    colours = np.asarray(palette, dtype=np.float32)[np.clip(parsing, 0, len(palette) - 1)]
     mask = (parsing > 0)[..., None]
     out = np.where(mask, (1 - alpha) * frame.astype(np.float32) + alpha * colours, frame.astype(np.float32))
     return out.round().clip(0, 255).astype(np.uint8)
@@ -74,6 +87,8 @@ def render_sheet(store: StoreView, clip_id: str, out: Path, frames: int | None =
 
     row = store.ok_row(clip_id)
     data = read_clip_arrays(store, row)
+    classes = tuple(store.attrs.get("parsing_classes", layout.PARSING_CLASSES))
+    palette = palette_for(classes)
     total = data["frames"].shape[0]
     chosen = pick_frames(total, frames)
     size = data["frames"].shape[1]
@@ -97,7 +112,7 @@ def render_sheet(store: StoreView, clip_id: str, out: Path, frames: int | None =
     indices = row.get("frame_indices") or list(range(total))
     for n, t in enumerate(chosen):
         ax = fig.add_subplot(grid[n // cols, n % cols])
-        ax.imshow(overlay(data["frames"][t], data["parsing"][t]), interpolation="nearest")
+        ax.imshow(overlay(data["frames"][t], data["parsing"][t], palette=palette), interpolation="nearest")
         pts = data["landmarks"][t]
         if data["face_found"][t]:
             ax.scatter(pts[:, 0] * size, pts[:, 1] * size, s=0.6, c="#00ff66", linewidths=0)
@@ -113,8 +128,7 @@ def render_sheet(store: StoreView, clip_id: str, out: Path, frames: int | None =
         label += f" ({row['compound_label']})"
     fig.suptitle(f"{clip_id}  |  {row['dataset']}  |  label: {label}  |  status: {row['status']}  |  "
                  f"{total} frames, face found {float(np.mean(data['face_found'])):.0%}", fontsize=10)
-    handles = [Patch(color=np.asarray(PALETTE[i]) / 255, label=name)
-               for i, name in enumerate(layout.PARSING_CLASSES) if i > 0]
+    handles = [Patch(color=np.asarray(palette[i]) / 255, label=name) for i, name in enumerate(classes) if i > 0]
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=7, frameon=False,
                bbox_to_anchor=(0.5, top + 0.42 / fig.get_figheight()))
     if wrapped:
