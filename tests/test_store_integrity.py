@@ -166,7 +166,7 @@ def test_describe_shards_share_a_store_but_not_a_shard_or_a_shard_count(tmp_path
             pass
         assert f"already being described by pid {first.pid}" in refusal(storelock.shard_lock(out, (0, 2)))
         assert f"in 2 shards by pid {first.pid}" in refusal(storelock.shard_lock(out, (0, 3)))
-        assert f"being written by pid {first.pid}" in refusal(storelock.writer_lock(out))  # extract waits
+        assert f"being written by pid {first.pid}" in refusal(storelock.writer_lock(out))  # extract is refused
     finally:
         _kill(first)
     with storelock.writer_lock(out):

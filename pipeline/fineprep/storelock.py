@@ -88,10 +88,10 @@ def _held(path: Path) -> bool:
         os.close(fd)
 
 
-def _busy(store: Path, what: str) -> StoreLocked:
+def _busy(store: Path) -> StoreLocked:
     shards = [holder(p) for p in _shard_files(store) if _held(p)]
     who = "; ".join(shards) if shards else holder(store / LOCK_FILE)
-    return StoreLocked(f"store {store} is being written by {who}; {what} waits for it to finish "
+    return StoreLocked(f"store {store} is being written by {who}; run again once it has finished "
                        "(one writer at a time)")
 
 
@@ -103,7 +103,7 @@ def writer_lock(store: str | Path, command: str | None = None) -> Iterator[None]
     fd = _open(store / LOCK_FILE)
     try:
         if not _try_lock(fd, fcntl.LOCK_EX):
-            raise _busy(store, "this run")
+            raise _busy(store)
         _record(fd, command or _command())
         yield
     finally:
@@ -120,7 +120,7 @@ def shard_lock(store: str | Path, shard: tuple[int, int], command: str | None = 
         fds.append(_open(store / LOCK_FILE))
         if not _try_lock(fds[0], fcntl.LOCK_SH):
             raise StoreLocked(f"store {store} is being written by {holder(store / LOCK_FILE)}; "
-                              "describe waits for it to finish (one writer at a time)")
+                              "run again once it has finished (one writer at a time)")
         mine = store / f"{SHARD_PREFIX}{i}of{n}"
         fds.append(_open(mine))
         if not _try_lock(fds[1], fcntl.LOCK_EX):
