@@ -229,6 +229,21 @@ def _decode_all(zroot: Path, spec, arr, clips: list[tuple[int, str]], problems: 
                         f"the layout ({_examples(bad, 2)})")
 
 
+def _older_version(root: Path) -> str | None:
+    """The one problem of a store written by an older schema version, or None."""
+    import zarr
+
+    try:
+        version = zarr.open_group(str(root / layout.ARRAYS_DIR), mode="r").attrs.get("schema_version")
+        version = int(version) if version is not None else None
+    except Exception:  # noqa: BLE001 - not readable: _check_arrays says how
+        return None
+    if version is not None and version < SCHEMA_VERSION:
+        return (f"written by schema version {version}, older than this fineclip's {SCHEMA_VERSION} (crop boxes, "
+                "shots and unfilled face frames came later); re-run `fineprep extract --overwrite`")
+    return None
+
+
 def validate_store(path: str | Path, deep: bool = False) -> list[str]:
     """Return the list of problems with the store at `path` (empty when it meets the contract).
 
@@ -240,6 +255,9 @@ def validate_store(path: str | Path, deep: bool = False) -> list[str]:
     problems: list[str] = []
     if not root.is_dir():
         return [f"{root}: no store here (run `fineprep extract --out {root}` first)"]
+    older = _older_version(root)
+    if older:
+        return [older]  # its missing arrays and columns all follow from that: one line, what to do
     manifest = root / layout.MANIFEST_FILE
     if not manifest.exists():
         problems.append(f"{layout.MANIFEST_FILE} is missing")

@@ -39,6 +39,10 @@ def extract(
                                "facexformer (the learned 11-class parser; needs torch and --parser-weights)."),
     parser_weights: Path = typer.Option(None, help="--parser facexformer: a local checkpoint, the public "
                                         "ckpts/model.pt or a .safetensors copy (read without unpickling code)."),
+    face: str = typer.Option("primary", help="Which face per shot: primary (long, large, central, confident track), "
+                             "largest, or center."),
+    min_found_ratio: float = typer.Option(0.25, min=0.0, max=1.0, help="A clip whose face the landmarker finds in "
+                                          "fewer of its kept frames is few_faces, not ok."),
     landmark_mode: str = typer.Option("image", help="image: landmarks per kept frame; video: track across "
                                       "kept frames (mediapipe VIDEO mode, retried per frame when it loses the face)."),
 ) -> None:
@@ -51,6 +55,9 @@ def extract(
     if landmark_mode not in ("image", "video"):
         console.print(f"[red]--landmark-mode must be image or video, not {landmark_mode!r}")
         raise typer.Exit(2)
+    if face not in ("primary", "largest", "center"):
+        console.print(f"[red]--face must be primary, largest or center, not {face!r}")
+        raise typer.Exit(2)
     if workers and scheduler:
         console.print("[red]give --workers or --scheduler, not both")
         raise typer.Exit(2)
@@ -60,7 +67,7 @@ def extract(
             workers=workers, scheduler=scheduler, limit=limit, batch_size=batch_size, overwrite=overwrite,
             landmarker=landmarker, margin=margin, landmark_mode=landmark_mode, strict=strict,
             max_pixels=max_pixels, memory_limit=memory_limit, parser=parser, parser_weights=parser_weights,
-            console=console,
+            face=face, min_found_ratio=min_found_ratio, console=console,
         )
     except ExtractError as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)  # one line, any width

@@ -27,6 +27,7 @@ def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, si
                     overwrite: bool = False, landmarker: Path | None = None, margin: float = 0.6,
                     landmark_mode: str = "image", strict: bool = False, max_pixels: int | None = None,
                     memory_limit: str | None = None, parser: str = "mesh", parser_weights: Path | None = None,
+                    face: str = "primary", min_found_ratio: float = 0.25,
                     console: Console | None = None) -> runner.Outcome:
     from ..datasets import SOURCES, DatasetLayoutError, index_dataset, index_report
 
@@ -54,7 +55,8 @@ def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, si
                            workers=workers, scheduler=scheduler, limit=limit, batch_size=batch_size,
                            overwrite=overwrite, model_path=model_path, model_sha256=sha, margin=margin,
                            landmark_mode=landmark_mode, max_pixels=max_pixels, memory_limit=memory_limit,
-                           parser=parser, parser_weights=parser_weights, console=console)
+                           parser=parser, parser_weights=parser_weights, face=face,
+                           min_found_ratio=min_found_ratio, console=console)
 
 
 def _one_writer(fn):
@@ -79,14 +81,16 @@ def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out
                     overwrite: bool, model_path: Path, model_sha256: str, margin: float,
                     console: Console, landmark_mode: str = "image", max_pixels: int | None = None,
                     memory_limit: str | None = None, parser: str = "mesh",
-                    parser_weights: Path | None = None) -> runner.Outcome:
+                    parser_weights: Path | None = None, face: str = "primary",
+                    min_found_ratio: float = 0.25) -> runner.Outcome:
     """Extract already-indexed clips (`ClipEntry` list) into the store at `out`."""
     from ..datasets import LABEL_SET
 
     sha = model_sha256
     plan = runner.make_plan(entries, batch_size, limit)
     settings = Settings(frames=frames, size=size, margin=margin, landmark_mode=landmark_mode, parser=parser,
-                        parser_weights=str(Path(parser_weights).resolve()) if parser_weights else None)
+                        parser_weights=str(Path(parser_weights).resolve()) if parser_weights else None,
+                        face=face, min_found_ratio=min_found_ratio)
     try:
         parser_record = parsing.parser_record(parser, parser_weights)
     except parsing.ParserError as exc:
@@ -97,7 +101,7 @@ def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out
     attrs = store.store_attrs(
         dataset=dataset, source=source, label_set=label_set, landmark_sha256=sha,
         settings={**settings.as_attrs(), "batch_size": batch_size}, num_clips=plan.num_clips,
-        plan_sha256=plan.digest, parser=parser_record,
+        plan_sha256=plan.digest, parser=parser_record, detector_sha256=faces.detector_sha256(model_path),
     )
     try:
         resumed = store.prepare(out, attrs, overwrite, note=lambda line: console.print(f"note: {line}"))

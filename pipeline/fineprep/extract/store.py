@@ -35,7 +35,8 @@ def plan_digest(clip_ids: list[str]) -> str:
 
 
 def store_attrs(*, dataset: str, source: str, label_set: str, landmark_sha256: str, settings: dict,
-                num_clips: int, plan_sha256: str, parser: dict | None = None) -> dict:
+                num_clips: int, plan_sha256: str, parser: dict | None = None,
+                detector_sha256: str | None = None) -> dict:
     """`parser` is {name, weights_sha256} of the parser that makes the maps (default: the mesh parser);
     the weights' path stays out (it is where they lie on this machine, not what they are)."""
     parser = parser or {"name": "mesh", "weights_sha256": None}
@@ -48,6 +49,7 @@ def store_attrs(*, dataset: str, source: str, label_set: str, landmark_sha256: s
         "parsing_classes": list(layout.PARSING_CLASS_SETS[parser["name"]]),
         "parser": {"name": parser["name"], "weights_sha256": parser.get("weights_sha256")},
         "landmark_model_sha256": landmark_sha256,
+        "detector_model_sha256": detector_sha256,  # the face detector run over tiles (a member of the bundle)
         "label_set": label_set,
         "source": source,
         "settings": {**settings, "num_clips": num_clips, "plan_sha256": plan_sha256},
