@@ -387,3 +387,13 @@ def test_the_detector_weights_are_identified_by_their_own_hash():
     path, bundle_sha = faces.resolve_landmarker(None)
     member = hashlib.sha256(zipfile.ZipFile(path).read("face_detector.tflite")).hexdigest()
     assert faces.detector_sha256(path) == member != bundle_sha and len(member) == 64
+
+
+def test_extract_refuses_an_unknown_face_rule(tmp_path):
+    from typer.testing import CliRunner
+
+    from fineprep.cli import app
+
+    result = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--root", str(tmp_path),
+                                      "--out", str(tmp_path / "s"), "--face", "biggest"])
+    assert result.exit_code == 2 and "--face must be primary, largest or center" in result.output
