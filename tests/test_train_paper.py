@@ -239,6 +239,33 @@ def test_gradients_equal_with_and_without_checkpointing(tiny):
             assert g.abs().sum() > 0, name
 
 
+@pytest.mark.slow
+def test_compiled_towers_with_checkpointing_keep_the_gradients():
+    """torch.compile traces the adapter switch and the checkpointed blocks (aot_eager: the graph capture
+    and autograd of inductor's path, without its C++ build); gradients equal the eager ones."""
+    torch.manual_seed(0)
+    model = build_model(load_config("tiny"), BASIC7, 4).train()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad and ".adapters." in name:
+                p.add_(torch.randn_like(p) * 0.05)
+    batch = _batch(model)
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        loss, _ = compute_loss(model(batch), batch["label"], model.cfg.loss)
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    eager = grads()
+    model.compile_towers(backend="aot_eager")
+    model.set_grad_checkpointing(True)
+    compiled = grads()
+    torch._dynamo.reset()
+    for name, g in eager.items():
+        assert torch.allclose(g, compiled[name], atol=1e-5, rtol=1e-4), name
+
+
 def test_frozen_weights_in_bf16_keep_trainable_tensors_float32():
     model = build_model(load_config("tiny"), BASIC7, 4)
     model.cast_frozen(torch.bfloat16)
