@@ -28,7 +28,9 @@ needs_footage = pytest.mark.skipif(not (REAL / VIDEOS[0]).exists(),
 # ------------------------------------------------------------------------------- tiles (no model)
 @pytest.mark.parametrize("w,h", [(640, 360), (1920, 1080), (512, 512)])
 def test_tile_pyramid_reaches_small_faces_and_covers_the_frame(w, h):
+    assert detect.tile_sides(256, 256, min_face=40) == []                  # the whole frame shows 20 px faces
     sides = detect.tile_sides(w, h, min_face=40)
+    assert sides[0] <= 0.75 * max(w, h)
     assert sides == sorted(sides, reverse=True) and sides[0] <= min(w, h)
     assert all(a / b <= 2.0 + 1e-9 for a, b in zip(sides, sides[1:], strict=False))
     assert 40 * detect.DETECTOR_INPUT / sides[-1] >= detect.TARGET_PX - 0.5   # a 40 px face is >= 21.5 px there

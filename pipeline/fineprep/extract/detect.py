@@ -41,7 +41,9 @@ def tile_sides(width: int, height: int, min_face: float) -> list[int]:
     steps = math.ceil(math.log2(short / finest))
     ratio = (short / finest) ** (1 / steps)
     sides = [int(round(short / ratio ** k)) for k in range(steps + 1)]
-    return sides if max(width, height) > short else sides[1:]  # a square frame's first tile is the frame
+    # A level must be at least 4/3 finer than the whole frame (letterboxed at its long side), or it
+    # only repeats that pass: a 256 px frame gets no tiles (a 40 px face is 20 px there already).
+    return [s for s in sides if s <= 0.75 * max(width, height)]
 
 
 def tile_origins(length: int, side: int) -> list[int]:
