@@ -372,6 +372,36 @@ def test_docker_compose_config_validates_the_file(tmp_path):
     assert proc.returncode != 0, "the validator accepted an invalid depends_on condition"
 
 
+def test_the_smoke_override_puts_every_service_on_the_host_network():
+    """deploy/compose.smoke.yml (deploy/smoke.sh): merged with the compose file it validates, every
+    service uses the host's network without published ports, nothing reserves a GPU, describe runs
+    in-process without waiting for vLLM, and its commands use real flags."""
+    import json
+
+    exe = _compose_binary()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FINECLIP_", "VLLM_", "DASK_", "TRAIN_"))}
+    proc = subprocess.run([str(exe), "--project-directory", str(ROOT), "-f", str(COMPOSE),
+                           "-f", str(DEPLOY / "compose.smoke.yml"), "--profile", "ddp", "config", "--format", "json"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    resolved = json.loads(proc.stdout)
+    services = resolved["services"]
+    assert set(services) >= COMPOSE_SERVICES
+    for name, service in services.items():
+        assert service.get("network_mode") == "host" and not service.get("ports"), name
+        assert not service.get("networks"), name
+    assert not resolved.get("networks"), "no bridge network is created"
+    for name in ("trainer", "trainer-ddp"):
+        assert "deploy" not in services[name], name
+    assert set(services["describe"]["depends_on"]) == {"extract"}
+    assert services["worker"]["command"][2].startswith("tcp://127.0.0.1:")
+    invocations = [Invocation(f"compose.smoke.yml service {name}", tuple(services[name]["command"]))
+                   for name in ("scheduler", "worker", "extract", "describe", "trainer")]
+    assert tuple(services["describe"]["command"][6:8]) == ("--engine", "hf")
+    problems = [p for inv in invocations for p in check(inv)]
+    assert not problems, "\n".join(problems)
+
+
 def test_dockerfile_stages_and_installs():
     dockerfile = pytest.importorskip("dockerfile", reason="the dockerfile parser (dev extra) is not installed")
     commands = dockerfile.parse_file(str(DOCKERFILE))
