@@ -76,14 +76,10 @@ def main(
 
 
 def _first_ok_clip(store: Path) -> str:
-    import pyarrow.parquet as pq
+    from fineschema import read_manifest, tables
 
-    from fineschema import layout, tables
-
-    rows = pq.read_table(store / layout.MANIFEST_FILE, columns=["clip_id", "status"]).to_pylist()
-    for row in rows:
-        if row["status"] == tables.STATUS_OK:
-            return row["clip_id"]
+    for clip_id in read_manifest(store, statuses=[tables.STATUS_OK], columns=["clip_id"])["clip_id"].to_pylist():
+        return clip_id
     raise typer.Exit("no clip was extracted successfully; see the summary above")
 
 

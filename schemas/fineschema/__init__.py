@@ -1,7 +1,16 @@
 """fineschema: the contract between `fineprep` (writes a store) and `finetrain` (reads it)."""
 
 from . import labels, layout, tables
+from .store_io import (
+    DescriptionChoiceError,
+    choose_descriptions,
+    description_sets,
+    read_descriptions,
+    read_manifest,
+    write_parquet_atomic,
+)
 from .validate import StoreError, check_store, validate_store
 from .version import SCHEMA_VERSION
 
-__all__ = ["SCHEMA_VERSION", "StoreError", "check_store", "labels", "layout", "tables", "validate_store"]
+__all__ = ["SCHEMA_VERSION", "DescriptionChoiceError", "StoreError", "check_store", "choose_descriptions",
+           "description_sets", "labels", "layout", "read_descriptions", "read_manifest", "tables", "validate_store", "write_parquet_atomic"]

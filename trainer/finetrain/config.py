@@ -61,6 +61,8 @@ class DataConfig:
     num_workers: int = 2
     description_words: int = 60         # descriptions are cut to this many words before tokenising
     random_descriptions: bool = False   # also use descriptions from random-weight models (plumbing runs only)
+    descriptions_model: str | None = None   # which describer's texts to train on; needed when the store has several
+    descriptions_prompt: str | None = None  # which prompt id (or hash) of that model; needed when it has several
 
 
 @dataclass

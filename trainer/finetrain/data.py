@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from fineschema import check_store, layout, tables
+from fineschema import check_store, choose_descriptions, layout, read_manifest, tables
 from fineschema.labels import LABEL_SETS
 
 from .chunks import ChunkReader
@@ -61,17 +60,25 @@ class StoreInfo:
         return len(self.clip_ids)
 
     @classmethod
-    def open(cls, root: str | Path) -> StoreInfo:
+    def for_config(cls, root: str | Path, cfg) -> StoreInfo:
+        """`open` with the description set a training config names (`cfg.data.descriptions_*`)."""
+        return cls.open(root, cfg.data.descriptions_model, cfg.data.descriptions_prompt)
+
+    @classmethod
+    def open(cls, root: str | Path, descriptions_model: str | None = None,
+             descriptions_prompt: str | None = None) -> StoreInfo:
+        """Read the store; descriptions come from one (model, prompt) set: the one present, or the one
+        named (`data.descriptions_model` / `data.descriptions_prompt`). Several present and none named:
+        `fineschema.DescriptionChoiceError`, a one-line message listing them."""
         import zarr
 
         root = Path(root)
         check_store(root)
         attrs = dict(zarr.open_group(str(root / layout.ARRAYS_DIR), mode="r").attrs)
         labels = LABEL_SETS[attrs["label_set"]]
-        table = pq.read_table(root / layout.MANIFEST_FILE,
-                              columns=["clip_id", "label", "train_folds", "test_folds", "store_index", "status"])
-        keep = pc.and_(pc.equal(table["status"], tables.STATUS_OK), pc.is_valid(table["label"]))
-        rows = table.filter(keep).to_pydict()
+        table = read_manifest(root, statuses=[tables.STATUS_OK],
+                              columns=["clip_id", "label", "train_folds", "test_folds", "store_index"])
+        rows = table.filter(pc.is_valid(table["label"])).to_pydict()
         position = {name: i for i, name in enumerate(labels)}
         unknown = sorted({lab for lab in rows["label"] if lab not in position})
         if unknown:
@@ -87,30 +94,21 @@ class StoreInfo:
             label_index=np.asarray([position[lab] for lab in rows["label"]], dtype=np.int64),
             train_folds=[list(f or []) for f in rows["train_folds"]],
             test_folds=[list(f or []) for f in rows["test_folds"]],
-            descriptions=read_descriptions(root, random_weights=False),
-            random_descriptions=read_descriptions(root, random_weights=True),
+            descriptions=read_descriptions(root, descriptions_model, descriptions_prompt, random_weights=False),
+            random_descriptions=read_descriptions(root, descriptions_model, descriptions_prompt,
+                                                  random_weights=True),
         )
 
 
-def read_descriptions(root: str | Path, random_weights: bool = False) -> dict[str, str]:
-    """clip id -> refined description, from `descriptions/part-*.parquet` (ok rows; newest wins).
+def read_descriptions(root: str | Path, model: str | None = None, prompt: str | None = None,
+                      random_weights: bool = False) -> dict[str, str]:
+    """clip id -> refined description of one (model, prompt) set (`fineschema.choose_descriptions`).
 
     `random_weights` picks the rows a random-weight model wrote (True) or the others (False)."""
-    folder = Path(root) / layout.DESCRIPTIONS_DIR
-    out: dict[str, tuple] = {}
-    if not folder.is_dir():
-        return {}
-    for part in sorted(folder.glob("*.parquet")):
-        rows = pq.read_table(part, columns=["clip_id", "refined_text", "status", "created_at",
-                                            "random_weights"]).to_pylist()
-        for row in rows:
-            text = (row["refined_text"] or "").strip()
-            if row["status"] != tables.STATUS_OK or not text or bool(row["random_weights"]) != random_weights:
-                continue
-            stamp = row["created_at"].timestamp() if row["created_at"] is not None else 0.0
-            if row["clip_id"] not in out or stamp >= out[row["clip_id"]][0]:
-                out[row["clip_id"]] = (stamp, text)
-    return {k: v[1] for k, v in out.items()}
+    rows, _ = choose_descriptions(root, model=model, prompt=prompt, random_weights=random_weights,
+                                  keys=("data.descriptions_model", "data.descriptions_prompt"))
+    texts = {clip: (row["refined_text"] or "").strip() for clip, row in rows.items()}
+    return {clip: text for clip, text in texts.items() if text}
 
 
 @lru_cache(maxsize=1)

@@ -79,7 +79,7 @@ def prepare(cfg: Config, store: str | Path) -> Prepared:
     """Validate the store, the fold and the descriptors against the config; raise one-line errors."""
     import fineprompts
 
-    info = StoreInfo.open(store)
+    info = StoreInfo.for_config(store, cfg)
     notes = []
     try:
         fineprompts.load_descriptors(info.labels, cfg.model.descriptors)
@@ -276,13 +276,14 @@ def write_test_outputs(out: Path, info: StoreInfo, result: dict, fold, epoch, se
         write_predictions(out / PREDICTIONS_FILE, preds)
     except ImportError:
         import pyarrow as pa
-        import pyarrow.parquet as pq
+
+        from fineschema import write_parquet_atomic
 
         table = pa.table({
             "clip_id": clip_ids, "fold": [fold] * len(clip_ids), "true_label": true,
             "pred_label": [info.labels[i] for i in probs.argmax(1)], "probs": probs.tolist(),
         })
-        pq.write_table(tables.conform(table, tables.PREDICTIONS), out / "predictions.parquet")
+        write_parquet_atomic(tables.conform(table, tables.PREDICTIONS), out / "predictions.parquet")
     summary = {"fold": fold, "selected": selected, "epoch": epoch, **scores.to_dict()}
     tmp = out / (TEST_JSON + ".tmp")  # test.json marks a finished run: it appears whole or not at all
     tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")

@@ -232,7 +232,7 @@ def run_folds(cfg, store: str | Path, out: str | Path, folds: list[int] | str = 
 
     console = console or Console(stderr=True)
     out = Path(out)
-    info = StoreInfo.open(store)
+    info = StoreInfo.for_config(store, cfg)
     available = store_folds(info)
     if not available:
         raise ValueError(f"store {store} has no folds; train it with `finetrain run` without --fold")

@@ -8,7 +8,6 @@ into the file's schema metadata (`labels`), so the file can be read without the 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fineschema import tables
+from fineschema import tables, write_parquet_atomic
 
 from .metrics import Scores, score_names
 
@@ -105,12 +104,7 @@ class Predictions:
 
 def write_predictions(path: str | Path, preds: Predictions) -> Path:
     """Write atomically (temp file + rename), so a half-written file never looks finished."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(preds.to_table(), tmp)
-    os.replace(tmp, path)
-    return path
+    return write_parquet_atomic(preds.to_table(), path, compression="snappy")
 
 
 def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> Predictions:

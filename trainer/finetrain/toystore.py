@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from fineschema import SCHEMA_VERSION, layout, tables
+from fineschema import SCHEMA_VERSION, layout, tables, write_parquet_atomic
 from fineschema.labels import LABEL_SETS
 
 
@@ -78,7 +77,7 @@ def write_toy_store(root: str | Path, clips_per_class: int = 6, frames: int = 4,
         "frame_indices": [list(range(frames))] * n, "store_index": np.arange(n), "status": [tables.STATUS_OK] * n,
         "source_width": np.full(n, size, np.int32), "source_height": np.full(n, size, np.int32),
     }), tables.MANIFEST)
-    pq.write_table(manifest, root / layout.MANIFEST_FILE)
+    write_parquet_atomic(manifest, root / layout.MANIFEST_FILE)
     if descriptions:
         folder = root / layout.DESCRIPTIONS_DIR
         folder.mkdir(exist_ok=True)
@@ -88,5 +87,5 @@ def write_toy_store(root: str | Path, clips_per_class: int = 6, frames: int = 4,
             "clip_id": ids, "model": ["toy"] * n, "engine": ["toy"] * n, "prompt_id": ["toy"] * n,
             "prompt_hash": ["0" * 64] * n, "raw_text": text, "refined_text": text, "status": ["ok"] * n,
         }), tables.DESCRIPTION)
-        pq.write_table(desc, folder / "part-00000.parquet")
+        write_parquet_atomic(desc, folder / "part-00000.parquet")
     return root

@@ -115,7 +115,7 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
         ckpt.recover(out / "checkpoints" / name)
     if last_dir.exists() and not resume:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    info = StoreInfo.open(store)
+    info = StoreInfo.for_config(store, cfg)
     texts = clip_texts(info, text)
     split = fold_split(info.train_folds, info.test_folds, info.label_index, cfg.run.fold, 0.0, cfg.run.seed)
     rows = np.asarray([r for r in split.train if info.clip_ids[r] in texts], dtype=np.int64)

@@ -30,7 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fineschema import tables
+from fineschema import tables, write_parquet_atomic
 
 from . import writer
 from .engines.base import ClipRequest, Engine, GenerationSettings, Result, error_text, make_engine
@@ -115,10 +115,7 @@ def _write_named_part(path: Path, rows: list[dict], note: str | None) -> None:
     table = tables.conform(pa.Table.from_pylist(rows), tables.DESCRIPTION)
     if note:
         table = table.replace_schema_metadata({**table.schema.metadata, b"fineclip_note": note.encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"           # not a part until renamed
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    write_parquet_atomic(table, path)                              # not a part until renamed
 
 
 def describe_chunk(job: ChunkJob) -> ChunkReport:

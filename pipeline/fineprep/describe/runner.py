@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from fineschema import layout, tables
+from fineschema import layout, read_manifest, tables
 
 from . import writer
 from .engines.base import ClipRequest, Engine, GenerationSettings, Result, error_text, make_engine
@@ -90,8 +89,8 @@ def select_clips(store: Path, shard: tuple[int, int]) -> tuple[list[tuple[str, i
     manifest = store / layout.MANIFEST_FILE
     if not manifest.exists():
         raise DescribeError(f"{manifest} not found: run `fineprep extract` first, or check --store")
-    t = pq.read_table(manifest, columns=["clip_id", "dataset", "status", "store_index"])
-    t = t.filter(pc.and_(pc.equal(t["status"], tables.STATUS_OK), pc.greater_equal(t["store_index"], 0)))
+    t = read_manifest(store, statuses=[tables.STATUS_OK], columns=["clip_id", "dataset", "store_index"])
+    t = t.filter(pc.greater_equal(t["store_index"], 0))
     dataset = t["dataset"][0].as_py() if t.num_rows else None
     i, n = shard
     clips = [(c, s) for c, s in zip(t["clip_id"].to_pylist(), t["store_index"].to_pylist(), strict=True)

@@ -8,7 +8,6 @@ are tried again on the next run (their old error rows stay, readers take the new
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fineschema import layout, tables
+from fineschema import layout, read_descriptions, tables, write_parquet_atomic
+from fineschema.store_io import description_parts
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -30,7 +30,7 @@ def parts_dir(store: Path) -> Path:
 
 
 def part_files(store: Path) -> list[Path]:
-    return sorted(parts_dir(store).glob("part-*.parquet"))
+    return description_parts(store)
 
 
 def read_parts(store: Path, columns: list[str] | None = None) -> pa.Table:
@@ -62,10 +62,7 @@ def write_part(store: Path, rows: list[dict], tag: str, note: str | None = None)
     if note:
         table = table.replace_schema_metadata({**table.schema.metadata, b"fineclip_note": note.encode()})
     name = f"part-{tag}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = out / f".{name}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, out / name)
-    return out / name
+    return write_parquet_atomic(table, out / name)
 
 
 def remove_stale_temps(store: Path, shard: tuple[int, int]) -> int:
@@ -100,17 +97,6 @@ def writing(store: Path, shard: tuple[int, int]) -> Iterator[None]:
 
 
 def load_descriptions(store: Path, model: str | None = None, prompt_hash: str | None = None) -> pa.Table:
-    """One row per (clip, model, prompt hash): the newest `ok` row, else the newest row. For readers
-    such as `fineprep show`; filter by model / prompt hash when given."""
-    t = read_parts(store)
-    if model is not None:
-        t = t.filter(pc.equal(t["model"], model))
-    if prompt_hash is not None:
-        t = t.filter(pc.equal(t["prompt_hash"], prompt_hash))
-    if t.num_rows == 0:
-        return t
-    df = t.to_pandas()
-    df["_ok"] = df["status"] == STATUS_OK
-    df = df.sort_values(["_ok", "created_at"]).drop_duplicates(["clip_id", "model", "prompt_hash"], keep="last")
-    df = df.drop(columns="_ok").sort_values("clip_id")
-    return tables.conform(pa.Table.from_pandas(df, preserve_index=False), tables.DESCRIPTION)
+    """One row per (clip, model, prompt): the newest `ok` row, else the newest row, random-weight rows
+    included (fineschema.read_descriptions); filter by model / prompt hash when given."""
+    return read_descriptions(store, model=model, prompt=prompt_hash, include_random=True)

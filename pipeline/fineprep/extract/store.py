@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fineschema import labels, layout, tables
+from fineschema import labels, layout, tables, write_parquet_atomic
 from fineschema.version import SCHEMA_VERSION
 
 from ..entries import ClipEntry
@@ -253,12 +252,8 @@ def done_batches(out: Path) -> set[int]:
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:
-    """Write to a temporary sibling, flush it to disk, rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write to a temporary sibling, flush it to disk, rename it into place (fineschema's one writer)."""
+    write_parquet_atomic(table, path)
 
 
 def write_part(out: Path, name: str, rows: list[dict]) -> None:

@@ -7,9 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from fineschema import check_store, layout, tables
+from fineschema import (
+    check_store,
+    choose_descriptions,
+    description_sets,
+    layout,
+    read_descriptions,
+    read_manifest,
+    tables,
+)
 
 
 class InspectError(ValueError):
@@ -63,30 +70,22 @@ class StoreView:
         return [r for r in self.rows if r["status"] == tables.STATUS_OK]
 
     def latest_descriptions(self) -> dict[str, dict]:
-        """clip id -> the newest successful description row (all models), from descriptions/*.parquet."""
-        folder = self.root / layout.DESCRIPTIONS_DIR
-        latest: dict[str, dict] = {}
-        if not folder.is_dir():
-            return latest
-        for part in sorted(folder.glob("*.parquet")):
-            for r in pq.read_table(part).to_pylist():
-                if r.get("status") != tables.STATUS_OK or not (r.get("refined_text") or r.get("raw_text")):
-                    continue
-                old = latest.get(r["clip_id"])
-                if old is None or _when(r) >= _when(old):
-                    latest[r["clip_id"]] = r
-        return latest
+        """clip id -> its description row from the newest (model, prompt) set (fineschema's choice; sets of
+        random-weight models only when there is no other). Each row names its model and prompt, and
+        `sets` says how many sets the store holds, so a reader can say which one it shows."""
+        rows, chosen = choose_descriptions(self.root, newest=True)
+        if chosen is None:
+            rows, chosen = choose_descriptions(self.root, newest=True, random_weights=True)
+        if chosen is not None:
+            count = len(description_sets(read_descriptions(self.root, include_random=True)))
+            rows = {clip: {**row, "sets": count} for clip, row in rows.items()}
+        return rows
 
     def arrays_bytes(self) -> int:
         total = 0
         for dirpath, _, files in os.walk(self.root / layout.ARRAYS_DIR):
             total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
         return total
-
-
-def _when(row: dict) -> float:
-    stamp = row.get("created_at")
-    return stamp.timestamp() if stamp is not None else float("-inf")
 
 
 def open_store(path: str | Path) -> StoreView:
@@ -96,7 +95,7 @@ def open_store(path: str | Path) -> StoreView:
     import zarr
 
     group = zarr.open_group(str(root / layout.ARRAYS_DIR), mode="r")
-    rows = pq.read_table(root / layout.MANIFEST_FILE).to_pylist()
+    rows = read_manifest(root).to_pylist()
     return StoreView(root=root, rows=rows, attrs=dict(group.attrs), _group=group)
 
 
@@ -104,5 +103,8 @@ def description_text(row: dict | None) -> str | None:
     if not row:
         return None
     text = row.get("refined_text") or row.get("raw_text")
-    tag = f"[{row.get('model')}" + (", random weights: meaningless text" if row.get("random_weights") else "") + "]"
+    tag = f"[{row.get('model')}, prompt {row.get('prompt_id')}"
+    if (row.get("sets") or 1) > 1:
+        tag += f", the newest of {row['sets']} description sets"
+    tag += (", random weights: meaningless text" if row.get("random_weights") else "") + "]"
     return f"{text} {tag}"

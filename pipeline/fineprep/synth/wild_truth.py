@@ -36,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fineschema import write_parquet_atomic
+
 GROUND_TRUTH = "ground_truth.parquet"
 MIN_FACE_PX = 40.0
 
@@ -52,8 +54,7 @@ SCHEMA = pa.schema([
 
 def write(root: Path, rows: list[dict]) -> Path:
     path = Path(root) / GROUND_TRUTH
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path, compression="zstd")
-    return path
+    return write_parquet_atomic(pa.Table.from_pylist(rows, schema=SCHEMA), path)
 
 
 @dataclass

@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
 
                 train(cfg, store, out, resume=resume, progress=not quiet)
                 if is_main_process():
-                    write_run_info(out, mode=mode, fold=cfg.run.fold, **store_run_info(StoreInfo.open(store)))
+                    write_run_info(out, mode=mode, fold=cfg.run.fold, **store_run_info(StoreInfo.for_config(store, cfg)))
         except (ConfigError, StoreError, SplitError, BackboneError, CheckpointError, ZeroShotError,
                 ValueError) as exc:
             err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
