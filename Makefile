@@ -1,4 +1,5 @@
 # Two commands do all the set-up: `make demo` and `make test`. Both create .venv when it is missing.
+# `make test-fast` is the edit loop: the suite without the slow, Docker and vLLM tests (a few minutes).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,7 +8,7 @@ DEMO   ?= demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint smoke clean-demo
+.PHONY: demo test test-fast lint smoke clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m "not slow and not docker and not vllm"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

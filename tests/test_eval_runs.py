@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from fineschema import labels as L
+from fineschema import labels
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -70,7 +70,7 @@ def _recompute(path):
 def test_two_fold_run_writes_a_correct_fold_table(two_folds):
     run, _, proc = two_folds
     table = json.loads((run / "fold_table.json").read_text())
-    assert table["dataset"] == "mafw" and table["labels"] == list(L.MAFW11)
+    assert table["dataset"] == "mafw" and table["labels"] == list(labels.MAFW11)
     assert [f["fold"] for f in table["folds"]] == [1, 2]
     assert table["missing_folds"] == [3, 4, 5] and not table["complete"]
     uars, wars = [], []
@@ -132,7 +132,7 @@ def test_eval_on_another_dataset_maps_classes_by_name(two_folds, tmp_path):
     from finetrain.predictions import read_predictions
 
     p = read_predictions(tmp_path / "out" / "predictions.parquet")
-    assert p.labels == L.BASIC7 and len(p) == 14 and set(p.pred_labels) <= set(L.BASIC7)
+    assert p.labels == labels.BASIC7 and len(p) == 14 and set(p.pred_labels) <= set(labels.BASIC7)
     np.testing.assert_allclose(p.probs.sum(1), 1.0, rtol=1e-5)
     # a fold-3 model does not exist in this run
     bad = _cli("finetrain", "eval", "--run", run, "--store", dfew, "--fold", "3")
@@ -234,7 +234,7 @@ def test_zero_shot_on_captions_beats_chance_on_held_out_folds(mafw, tmp_path):
         assert sorted(p.clip_ids) == sorted(read_test_clips(store, fold=k))
         hits += sum(t == q for t, q in zip(p.true_labels, p.pred_labels, strict=True))
         total += len(p)
-    chance = 1 / len(L.MAFW11)
+    chance = 1 / len(labels.MAFW11)
     assert binomtest(hits, total, chance, alternative="greater").pvalue < 0.05, (hits, total)
     assert json.loads((run / "run.json").read_text())["mode"] == "zero-shot"
     # a zero-shot run is an ordinary run for eval: the same numbers from its checkpoint

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn import metrics as skm
 
-from fineschema import labels as L
 from fineschema import tables
+from fineschema.labels import BASIC7, MAFW11, MAFW_OFFICIAL
 from finetrain import crossdata, folds
 from finetrain.predictions import Predictions, concat, read_predictions, write_predictions
 
@@ -24,7 +24,7 @@ def _random_preds(labels, n, fold, seed, strength=1.5):
 
 
 def test_predictions_round_trip_and_recompute(tmp_path):
-    labels = L.BASIC7
+    labels = BASIC7
     preds, y = _random_preds(labels, 50, 3, seed=1)
     path = write_predictions(tmp_path / "predictions.parquet", preds)
     # the file follows the contract's Arrow schema and records its class order
@@ -46,10 +46,10 @@ def test_predictions_round_trip_and_recompute(tmp_path):
 
 
 def test_read_refuses_other_class_order(tmp_path):
-    preds, _ = _random_preds(L.BASIC7, 5, 1, seed=0)
+    preds, _ = _random_preds(BASIC7, 5, 1, seed=0)
     path = write_predictions(tmp_path / "p.parquet", preds)
     with pytest.raises(ValueError, match="written for classes"):
-        read_predictions(path, labels=L.MAFW11)
+        read_predictions(path, labels=MAFW11)
     with pytest.raises(FileNotFoundError, match="finetrain eval"):
         read_predictions(tmp_path / "absent.parquet")
 
@@ -60,7 +60,7 @@ def test_top_k():
     assert preds.top_k(2) == [[("b", 0.5), ("c", pytest.approx(0.3))]]
 
 
-def _run_with_folds(root, name, fold_ids, labels=L.BASIC7, layout="sub"):
+def _run_with_folds(root, name, fold_ids, labels=BASIC7, layout="sub"):
     run = root / name
     parts = []
     for k in fold_ids:
@@ -88,7 +88,7 @@ def test_fold_table_numbers(tmp_path):
     happy = [p.scores().recall["happiness"] for p in parts]
     assert table["mean"]["per_class_recall"]["happiness"] == pytest.approx(np.mean(happy))
     js, md = folds.write_table(tmp_path / "out", table)
-    assert folds.read_table(js) == json.loads(json.dumps(table))
+    assert json.loads(js.read_text()) == json.loads(json.dumps(table))
     text = md.read_text()
     assert text.count("\n| ") == 6  # five folds and the mean row below the header
     assert f"{100 * np.mean(uars):.2f}" in text
@@ -110,7 +110,7 @@ def test_merge_refuses_duplicate_folds_and_mixed_classes(tmp_path):
     b, _ = _run_with_folds(tmp_path, "b", [2])
     with pytest.raises(ValueError, match="fold 2 appears in both"):
         folds.collect([a, b])
-    c, _ = _run_with_folds(tmp_path, "c", [3], labels=L.MAFW11)
+    c, _ = _run_with_folds(tmp_path, "c", [3], labels=MAFW11)
     with pytest.raises(ValueError, match="differ"):
         folds.collect([a, c])
     (tmp_path / "empty").mkdir()
@@ -120,19 +120,19 @@ def test_merge_refuses_duplicate_folds_and_mixed_classes(tmp_path):
 
 def test_class_map_mafw_to_dfew_and_back():
     m = crossdata.dataset_map("mafw", "dfew")
-    assert m.shared == L.BASIC7
+    assert m.shared == BASIC7
     assert m.dropped_source == ("contempt", "anxiety", "helplessness", "disappointment")
     assert m.source_columns == [0, 1, 2, 3, 4, 5, 6]
     back = crossdata.dataset_map("dfew", "mafw")
-    assert back.shared == L.BASIC7 and back.dropped_target == m.dropped_source
+    assert back.shared == BASIC7 and back.dropped_target == m.dropped_source
     assert crossdata.dataset_map("dfew", "ferv39k").identity
     # a source order that differs from the target's still maps by name
-    m2 = crossdata.class_map(L.MAFW_OFFICIAL, L.BASIC7)
-    assert [L.MAFW_OFFICIAL[i] for i in m2.source_columns] == list(L.BASIC7)
+    m2 = crossdata.class_map(MAFW_OFFICIAL, BASIC7)
+    assert [MAFW_OFFICIAL[i] for i in m2.source_columns] == list(BASIC7)
 
 
 def test_class_map_apply_restricts_and_renormalises():
-    src = L.MAFW11
+    src = MAFW11
     probs = np.full((3, 11), 0.01, dtype=np.float32)
     probs[0, src.index("contempt")] = 0.9  # best class is not shared: falls back to the best shared one
     probs[0, src.index("anger")] = 0.05
@@ -140,12 +140,12 @@ def test_class_map_apply_restricts_and_renormalises():
     probs[2, src.index("happiness")] = 0.5
     preds = Predictions.from_probs(src, ["a", "b", "c"], probs, ["anger", "fear", None], 1)
     out = crossdata.dataset_map("mafw", "dfew").apply(preds)
-    assert out.labels == L.BASIC7
+    assert out.labels == BASIC7
     assert out.pred_labels == ["anger", "fear", "happiness"]
     np.testing.assert_allclose(out.probs.sum(1), 1.0, rtol=1e-6)
     # DFEW model on MAFW clips: clips of MAFW-only classes are left out
     dprobs = np.eye(7, dtype=np.float32)[[0, 1, 2]]
-    dpreds = Predictions.from_probs(L.BASIC7, ["a", "b", "c"], dprobs, ["happiness", "contempt", "neutral"], 2)
+    dpreds = Predictions.from_probs(BASIC7, ["a", "b", "c"], dprobs, ["happiness", "contempt", "neutral"], 2)
     kept = crossdata.dataset_map("dfew", "mafw").apply(dpreds)
     assert kept.clip_ids == ["a", "c"] and kept.scores().war == pytest.approx(1.0)
 

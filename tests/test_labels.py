@@ -2,18 +2,18 @@
 
 import pytest
 
-from fineschema import labels as L
+from fineschema import labels
 
 
 def test_canonical_sets_sizes():
-    assert len(L.label_set("dfew")) == 7
-    assert len(L.label_set("ferv39k")) == 7
-    assert len(L.label_set("mafw")) == 11
-    assert len(L.label_set("mafw-compound")) == 43
-    assert len(set(L.MAFW43)) == 43
+    assert len(labels.label_set("dfew")) == 7
+    assert len(labels.label_set("ferv39k")) == 7
+    assert len(labels.label_set("mafw")) == 11
+    assert len(labels.label_set("mafw-compound")) == 43
+    assert len(set(labels.MAFW43)) == 43
     # the seven shared classes have the same index in every canonical set
-    for name in L.BASIC7:
-        assert L.index_of(name, L.label_set("mafw")) == L.index_of(name, L.label_set("dfew"))
+    for name in labels.BASIC7:
+        assert labels.index_of(name, labels.label_set("mafw")) == labels.index_of(name, labels.label_set("dfew"))
 
 
 @pytest.mark.parametrize(
@@ -21,13 +21,13 @@ def test_canonical_sets_sizes():
     [(1, "happiness"), (2, "sadness"), (3, "neutral"), (4, "anger"), (5, "surprise"), (6, "disgust"), (7, "fear")],
 )
 def test_dfew_official_numbering(number, name):
-    assert L.from_dfew_official(number) == name
-    assert L.to_dfew_official(name) == number
+    assert labels.from_dfew_official(number) == name
+    assert labels.to_dfew_official(name) == number
 
 
 def test_dfew_out_of_range():
-    with pytest.raises(L.LabelError, match="outside 1..7"):
-        L.from_dfew_official(0)
+    with pytest.raises(labels.LabelError, match="outside 1..7"):
+        labels.from_dfew_official(0)
 
 
 @pytest.mark.parametrize(
@@ -36,42 +36,42 @@ def test_dfew_out_of_range():
      (7, "surprise"), (8, "contempt"), (9, "anxiety"), (10, "helplessness"), (11, "disappointment")],
 )
 def test_mafw_official_numbering(number, name):
-    assert L.from_mafw_official(number) == name
-    assert L.to_mafw_official(name) == number
+    assert labels.from_mafw_official(number) == name
+    assert labels.to_mafw_official(name) == number
 
 
 def test_official_strings():
-    assert L.canonical_name("Happy", "ferv39k") == "happiness"
-    assert L.canonical_name("Angry ", "dfew") == "anger"
-    assert L.canonical_name("anger_disgust", "mafw") == "anger_disgust"
-    assert L.official_name("surprise", "ferv39k") == "Surprise"
-    with pytest.raises(L.LabelError):
-        L.canonical_name("contempt", "dfew")
-    with pytest.raises(L.LabelError):
-        L.canonical_name("bored", "mafw")
+    assert labels.canonical_name("Happy", "ferv39k") == "happiness"
+    assert labels.canonical_name("Angry ", "dfew") == "anger"
+    assert labels.canonical_name("anger_disgust", "mafw") == "anger_disgust"
+    assert labels.official_name("surprise", "ferv39k") == "Surprise"
+    with pytest.raises(labels.LabelError):
+        labels.canonical_name("contempt", "dfew")
+    with pytest.raises(labels.LabelError):
+        labels.canonical_name("bored", "mafw")
 
 
 def test_public_orders():
     # DFER-CLIP reorders MAFW to follow DFEW: happiness 0 ... disappointment 10
-    assert L.to_public_index("happiness", "dfer-clip", "mafw") == 0
-    assert L.to_public_index("disappointment", "dfer-clip", "mafw") == 10
+    assert labels.to_public_index("happiness", "dfer-clip", "mafw") == 0
+    assert labels.to_public_index("disappointment", "dfer-clip", "mafw") == 10
     # MAE-DFER and EmoCLIP keep MAFW's official order, 0-based
-    assert L.to_public_index("anger", "mae-dfer", "mafw") == 0
-    assert L.to_public_index("happiness", "emoclip", "mafw") == 3
+    assert labels.to_public_index("anger", "mae-dfer", "mafw") == 0
+    assert labels.to_public_index("happiness", "emoclip", "mafw") == 3
     # S2D sorts alphabetically: FERV39k Angry 0 .. Surprise 6; MAFW anger 0, anxiety 1, contempt 2 ... surprise 10
-    assert [L.from_public_index(i, "s2d", "ferv39k") for i in range(7)] == [
+    assert [labels.from_public_index(i, "s2d", "ferv39k") for i in range(7)] == [
         "anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
-    assert L.from_public_index(1, "s2d", "mafw") == "anxiety"
-    assert L.from_public_index(10, "s2d", "mafw") == "surprise"
-    with pytest.raises(L.LabelError):
-        L.public_order("nope", "dfew")
+    assert labels.from_public_index(1, "s2d", "mafw") == "anxiety"
+    assert labels.from_public_index(10, "s2d", "mafw") == "surprise"
+    with pytest.raises(labels.LabelError):
+        labels.public_order("nope", "dfew")
 
 
 def test_remap_roundtrip():
-    s2d = L.public_order("s2d", "mafw")
-    canon = L.label_set("mafw")
+    s2d = labels.public_order("s2d", "mafw")
+    canon = labels.label_set("mafw")
     idx = list(range(11))
-    there = L.remap_indices(idx, s2d, canon)
+    there = labels.remap_indices(idx, s2d, canon)
     assert sorted(there) == idx
-    assert L.remap_indices(there, canon, s2d) == idx
+    assert labels.remap_indices(there, canon, s2d) == idx
     assert there[s2d.index("fear")] == canon.index("fear")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fineschema import labels as L
+from fineschema import labels
 from finetrain import report
 from finetrain.cli import app
 from finetrain.predictions import Predictions, write_predictions
@@ -39,8 +39,8 @@ def _fake_run(root, fold_ids, metrics_format="jsonl"):
         p[np.arange(30), y] += 1.0
         p /= p.sum(1, keepdims=True)
         write_predictions(d / "predictions.parquet",
-                          Predictions.from_probs(L.BASIC7, [f"{k}-{i}" for i in range(30)], p,
-                                                 [L.BASIC7[i] for i in y], k))
+                          Predictions.from_probs(labels.BASIC7, [f"{k}-{i}" for i in range(30)], p,
+                                                 [labels.BASIC7[i] for i in y], k))
     return run
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from openpyxl import load_workbook
 
-from fineschema import labels as L
+from fineschema import labels
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -69,7 +69,7 @@ def test_dfew_layout(built):
     for fold in range(1, 6):
         for folder, into in (("test(single-labeled)", test_of), ("train(single-labeled)", train_of)):
             for vid, lab in _dfew_csv(root / "EmoLabel_DataSplit" / folder / f"set_{fold}.csv"):
-                assert L.from_dfew_official(lab) == prov[vid]["label"]  # 1-based, official order
+                assert labels.from_dfew_official(lab) == prov[vid]["label"]  # 1-based, official order
                 into.setdefault(vid, []).append(fold)
     for vid in prov:
         assert len(test_of[vid]) == 1, "each clip is tested in exactly one fold"
@@ -92,7 +92,7 @@ def test_dfew_layout(built):
                        "vote_fear", "clip_name", "annotation")
     for row in rows[1:]:
         votes, clip, ann = row[:7], row[7], row[8]
-        assert L.from_dfew_official(ann) == prov[int(clip)]["label"]
+        assert labels.from_dfew_official(ann) == prov[int(clip)]["label"]
         assert int(np.argmax(votes)) + 1 == ann
 
 
@@ -116,12 +116,12 @@ def test_ferv39k_layout(built):
             m = re.fullmatch(r"([A-Za-z]+)/([A-Za-z]+)/(\d{4}) ([A-Za-z]+)", line)
             assert m, f"bad FERV39k split line {line!r}"
             scene, cls, _num, lab = m.groups()
-            assert scene in synth.layouts.FERV_SCENES and cls == lab and lab in L.DFEW_OFFICIAL_NAMES
+            assert scene in synth.layouts.FERV_SCENES and cls == lab and lab in labels.DFEW_OFFICIAL_NAMES
             key = line.split(" ")[0]
             assert key not in seen
             seen[key] = split
             c = prov[key]
-            assert c["split"] == split and L.official_name(c["label"], "ferv39k") == lab
+            assert c["split"] == split and labels.official_name(c["label"], "ferv39k") == lab
             frames, fps = _decode(root / "0_7_LabelClips" / f"{key}.mp4")
             assert len(frames) == c["frames"] and round(fps) == c["fps"]
             crops = sorted((root / "2_ClipsforFaceCrop" / key).glob("*.jpg"))
@@ -141,7 +141,7 @@ def _mafw_lines(path: Path) -> list[str]:
 def test_mafw_layout(built):
     root = built["mafw"]
     prov = {c["clip"]: c for c in _prov(root)["clips"]}
-    assert len(prov) == 22 and {c["label"] for c in prov.values()} == set(L.MAFW11)
+    assert len(prov) == 22 and {c["label"] for c in prov.values()} == set(labels.MAFW11)
     base = root / "Train & Test Set"
     compound_seen = False
     for kind in ("single", "compound"):
@@ -157,7 +157,7 @@ def test_mafw_layout(built):
                     if kind == "single":
                         assert lab == c["label"]
                     else:
-                        assert lab in L.MAFW43 and c["label"] in lab.split("_")
+                        assert lab in labels.MAFW43 and c["label"] in lab.split("_")
                         compound_seen |= "_" in lab
                     if part == "test":
                         tested.append(clip)
@@ -174,9 +174,9 @@ def test_mafw_layout(built):
     assert compound_seen, "some clips carry a multi-emotion label in the compound split"
 
     rows = list(load_workbook(root / "Labels" / "single-set.xlsx", read_only=True).active.iter_rows(values_only=True))
-    assert rows[0] == ("clip", "invalid", *L.MAFW_OFFICIAL, "single_label")
+    assert rows[0] == ("clip", "invalid", *labels.MAFW_OFFICIAL, "single_label")
     for row in rows[1:]:
-        assert L.from_mafw_official(row[-1]) == prov[row[0][:5]]["label"]
+        assert labels.from_mafw_official(row[-1]) == prov[row[0][:5]]["label"]
         assert int(np.argmax(row[2:13])) + 1 == row[-1]
     texts = list(load_workbook(root / "Labels" / "descriptive_text.xlsx", read_only=True).active.iter_rows(values_only=True))
     assert len(texts) == sum(c["label"] != "neutral" for c in prov.values())  # no header row

@@ -100,10 +100,6 @@ PREDICTIONS = pa.schema(
 TABLES = {"manifest": MANIFEST, "descriptions": DESCRIPTION, "metrics": METRICS, "predictions": PREDICTIONS}
 
 
-def empty_table(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
-
-
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Reorder and cast `table` to `schema`, adding absent nullable columns as nulls; keeps schema metadata."""
     columns = []

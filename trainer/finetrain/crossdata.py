@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fineschema import labels as L
+from fineschema.labels import MAFW11, MAFW_COMBOS, label_set
 
 from .predictions import Predictions
 
@@ -25,7 +25,7 @@ class ClassMappingError(ValueError):
 
 
 def _canonical_order(names: set[str]) -> tuple[str, ...]:
-    order = {name: i for i, name in enumerate(L.MAFW11 + L.MAFW_COMBOS)}
+    order = {name: i for i, name in enumerate(MAFW11 + MAFW_COMBOS)}
     unknown = sorted(n for n in names if n not in order)
     if unknown:
         raise ClassMappingError(f"labels {unknown} are not canonical names (see fineschema.labels)")
@@ -105,7 +105,7 @@ def class_map(source: Sequence[str], target: Sequence[str]) -> ClassMap:
 
 def dataset_map(source_set: str, target_set: str) -> ClassMap:
     """`class_map` between two named label sets, e.g. `dataset_map("mafw", "dfew")`."""
-    return class_map(L.label_set(source_set), L.label_set(target_set))
+    return class_map(label_set(source_set), label_set(target_set))
 
 
 # ------------------------------------------------------------------------------ evaluating a run
@@ -146,9 +146,10 @@ def evaluate_run(run: str | Path, store: str | Path, out: str | Path | None = No
 
     from . import engine
     from .data import StoreInfo
-    from .folds import build_table, collect, read_run_info, store_folds, to_markdown, write_table
+    from .folds import build_table, collect, store_folds, to_markdown, write_table
     from .predict import load_model, model_frames, run_labels
     from .predictions import PREDICTIONS_FILE, write_predictions
+    from .runinfo import read_run_info
 
     if clips not in ("auto", "test", "all"):
         raise ValueError(f"--clips must be auto, test or all; got {clips!r}")

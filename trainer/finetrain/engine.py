@@ -29,6 +29,7 @@ from .batchpool import PooledDataLoader, image_shapes
 from .config import Config, ConfigError
 from .data import ShardedBatchSampler, StoreDataset, StoreInfo
 from .metrics import score
+from .predictions import PREDICTIONS_FILE, Predictions, write_predictions
 from .split import Split, fold_split
 
 CONFIG_FILE = "config.yaml"
@@ -269,21 +270,8 @@ def write_test_outputs(out: Path, info: StoreInfo, result: dict, fold, epoch, se
     probs = torch.softmax(torch.from_numpy(result["logits"]), dim=1).numpy()
     clip_ids = [info.clip_ids[r] for r in result["rows"]]
     true = [info.labels[i] for i in result["labels"]]
-    try:
-        from .predictions import PREDICTIONS_FILE, Predictions, write_predictions
-
-        preds = Predictions.from_probs(info.labels, clip_ids, probs, true_labels=true, fold=fold)
-        write_predictions(out / PREDICTIONS_FILE, preds)
-    except ImportError:
-        import pyarrow as pa
-
-        from fineschema import write_parquet_atomic
-
-        table = pa.table({
-            "clip_id": clip_ids, "fold": [fold] * len(clip_ids), "true_label": true,
-            "pred_label": [info.labels[i] for i in probs.argmax(1)], "probs": probs.tolist(),
-        })
-        write_parquet_atomic(tables.conform(table, tables.PREDICTIONS), out / "predictions.parquet")
+    preds = Predictions.from_probs(info.labels, clip_ids, probs, true_labels=true, fold=fold)
+    write_predictions(out / PREDICTIONS_FILE, preds)
     summary = {"fold": fold, "selected": selected, "epoch": epoch, **scores.to_dict()}
     tmp = out / (TEST_JSON + ".tmp")  # test.json marks a finished run: it appears whole or not at all
     tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")

@@ -2,7 +2,7 @@
 
 UAR: unweighted average recall, the mean over classes of per-class recall (classes absent from
 y_true are left out, as scikit-learn's balanced accuracy does). WAR: weighted average recall,
-which is plain accuracy. Everything a report shows (confusion matrix, per-class recall, top-k)
+which is plain accuracy. Everything a report shows (confusion matrix, per-class recall)
 is computed here too, so a number in a fold table and the same number in a plot cannot disagree.
 """
 
@@ -54,17 +54,6 @@ def war_from_cm(cm: np.ndarray) -> float:
 def uar_war(y_true, y_pred, num_classes: int) -> tuple[float, float]:
     cm = confusion_matrix(y_true, y_pred, num_classes)
     return uar_from_cm(cm), war_from_cm(cm)
-
-
-def top_k_accuracy(y_true, probs, k: int) -> float:
-    """Share of samples whose true class is among the k highest scores (ties broken by index)."""
-    scores = np.asarray(probs, dtype=np.float64)
-    t = _as_indices(y_true, scores.shape[1], "y_true")
-    if t.size == 0:
-        return float("nan")
-    k = min(k, scores.shape[1])
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(top == t[:, None], axis=1)))
 
 
 def _clean(x: float) -> float | None:

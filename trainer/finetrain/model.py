@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import adapters as A
+from . import adapters
 from .backbone import create_clip
 from .config import Config, ConfigError
 from .losses import float32_region
@@ -97,10 +97,10 @@ class FineCLIPER(nn.Module):
         self.visual_sets = [s for s in self.streams if s in VISUAL]
         middle = m.middle_adapter_ratio or m.adapter_ratio
         vratios = {s: middle if s in MIDDLE else m.adapter_ratio for s in self.visual_sets}
-        self.vswitch = A.inject(self.clip.visual.transformer, vratios, m.adapter_scale) if self.visual_sets else None
+        self.vswitch = adapters.inject(self.clip.visual.transformer, vratios, m.adapter_scale) if self.visual_sets else None
         self.negatives = cfg.loss.negative > 0
         tratio = m.text_adapter_ratio or m.adapter_ratio
-        self.tswitch = A.inject(self._text_transformer(), {s: tratio for s in text_adapter_sets(cfg)},
+        self.tswitch = adapters.inject(self._text_transformer(), {s: tratio for s in text_adapter_sets(cfg)},
                                 m.adapter_scale) if m.text_adapters else None
         self.set_grad_checkpointing(m.grad_checkpointing)
 
@@ -293,11 +293,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the tuned tensors: what a checkpoint holds."""
-    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def build_model(cfg: Config, labels: tuple[str, ...], frames: int) -> FineCLIPER:

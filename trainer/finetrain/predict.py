@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .folds import read_run_info
+from .runinfo import read_run_info
 
 PIPELINE_HINT = "pip install 'fineclip[pipeline]'"
 

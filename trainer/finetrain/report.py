@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import folds as F
+from . import folds
 from .predictions import concat, read_predictions
 
 REPORT_DIR = "report"
@@ -117,13 +117,13 @@ def render(runs: Sequence[str | Path], out_dir: str | Path, title: str | None = 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     curves = load_curves(runs)
-    pred_files = [p for r in runs for p in F.prediction_files(r)]
+    pred_files = [p for r in runs for p in folds.prediction_files(r)]
     preds = concat([read_predictions(p) for p in pred_files]) if pred_files else None
-    table = F.build_table(F.collect(runs), dataset) if preds is not None else None
+    table = folds.build_table(folds.collect(runs), dataset) if preds is not None else None
     if not curves and table is None:
         raise FileNotFoundError(
             f"{', '.join(map(str, runs))}: neither metrics ({' or '.join(METRICS_FILES)}) nor "
-            f"{F.PREDICTIONS_FILE} found; is this a finetrain run directory?"
+            f"{folds.PREDICTIONS_FILE} found; is this a finetrain run directory?"
         )
     title = title or " + ".join(r.name for r in runs)
 
@@ -203,7 +203,7 @@ def render(runs: Sequence[str | Path], out_dir: str | Path, title: str | None = 
 
     written = {"png": out / REPORT_PNG, "html": out / REPORT_HTML}
     if table is not None:
-        js, md = F.write_table(out, table)
+        js, md = folds.write_table(out, table)
         written.update(json=js, markdown=md)
     written["html"].write_text(_html(title, out / REPORT_PNG, table, runs))
     return written

@@ -38,7 +38,7 @@ from fineschema import layout
 from . import checkpoint as ckpt
 from .batchpool import PooledDataLoader, image_shapes
 from .config import Config, ConfigError, from_dict
-from .folds import store_run_info, write_run_info
+from .runinfo import store_run_info, write_run_info
 
 TEXT_SOURCES = ("captions", "descriptions")
 
@@ -99,7 +99,7 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from . import engine as E
+    from . import engine
     from .data import ShardedBatchSampler, StoreDataset, StoreInfo
     from .split import fold_split
 
@@ -110,8 +110,9 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
     cfg = zero_shot_config(cfg)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    last_dir = out / "checkpoints" / E.LAST
-    for name in (E.LAST, E.BEST):  # a kill inside checkpoint.save leaves the previous checkpoint to restore
+    last_dir = out / "checkpoints" / engine.LAST
+    # a kill inside checkpoint.save leaves the previous checkpoint to restore
+    for name in (engine.LAST, engine.BEST):
         ckpt.recover(out / "checkpoints" / name)
     if last_dir.exists() and not resume:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
@@ -121,14 +122,14 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
     rows = np.asarray([r for r in split.train if info.clip_ids[r] in texts], dtype=np.int64)
     if len(rows) < 2:
         raise ZeroShotError(f"fold {split.fold}: {len(rows)} training clips have {text}; need at least 2")
-    model, device, trainable, total = E.seeded_model(cfg, info)
+    model, device, trainable, total = engine.seeded_model(cfg, info)
     frames = min(cfg.data.frames or info.frames, info.frames)
     console.print(f"zero-shot ({text}), model {cfg.model.backbone}, streams {', '.join(model.streams)}: "
                   f"{trainable:,} trainable of {total:,} parameters")
     console.print(f"fold {split.fold}: {len(rows)} training clips with {text} (of {len(split.train)}), "
                   f"{len(split.test)} test clips; labels are not used for training")
     out.mkdir(parents=True, exist_ok=True)
-    cfg.dump(out / E.CONFIG_FILE)
+    cfg.dump(out / engine.CONFIG_FILE)
     write_run_info(out, mode="zero-shot", text=text, fold=split.fold, **store_run_info(info))
 
     text_info = dataclasses.replace(info, descriptions=texts)
@@ -144,10 +145,10 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
     state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best": None, "best_epoch": None, "done": False}
     if resume and last_dir.exists():
         state = ckpt.load(last_dir, model, optimizer)
-        E.trim_logs(out, state["step"], state["epoch"])
+        engine.trim_logs(out, state["step"], state["epoch"])
         console.print(f"resumed after epoch {state['epoch']}, step {state['step']}")
     else:
-        E.trim_logs(out, 0, 0)  # rows of a start killed before its first checkpoint
+        engine.trim_logs(out, 0, 0)  # rows of a start killed before its first checkpoint
     total_steps = max(1, len(sampler) * cfg.optim.epochs)
     step = state["step"]
     cfg_json = cfg.to_json()
@@ -161,13 +162,14 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
             model.train()
             t0, losses = time.perf_counter(), []
             for b in loader:
-                b = E.to_device(b, device)
-                with E.autocast(device, cfg.optim.amp):
+                b = engine.to_device(b, device)
+                with engine.autocast(device, cfg.optim.amp):
                     embs, masks = model.stream_embeddings(b)
                     video = model.fuse(embs, masks)
                     words = F.normalize(model.encode_text(b["description"], "positive").float(), dim=-1)
                 loss = alignment_loss(video.float(), words, text_targets(b["description"]), cfg.loss.logit_scale)
-                lr = cfg.optim.lr * E.lr_factor(step, total_steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
+                lr = cfg.optim.lr * engine.lr_factor(step, total_steps, cfg.optim.warmup_steps,
+                                                     cfg.optim.min_lr_ratio)
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
@@ -182,24 +184,24 @@ def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str =
             row = {"run": out.name, "fold": split.fold, "epoch": epoch + 1, "step": step, "split": "train",
                    "loss": float(np.mean(losses)) if losses else None, "uar": None, "war": None, "lr": lr,
                    "seconds": time.perf_counter() - t0}
-            with open(out / E.METRICS_JSONL, "a", encoding="utf-8") as fh:
+            with open(out / engine.METRICS_JSONL, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
             console.print(f"epoch {epoch + 1}: video-text loss {row['loss']:.4f}")
             state.update(epoch=epoch + 1, step=step, done=epoch + 1 == cfg.optim.epochs)
             ckpt.save(last_dir, model, cfg_json, info.labels, state, optimizer)
 
     summary = {"step": step, "mode": "zero-shot", "text": text, "trainable": trainable, "total": total}
-    if not (out / "checkpoints" / E.BEST).exists():
-        ckpt.save(out / "checkpoints" / E.BEST, model, cfg_json, info.labels,
+    if not (out / "checkpoints" / engine.BEST).exists():
+        ckpt.save(out / "checkpoints" / engine.BEST, model, cfg_json, info.labels,
                   {"epoch": state["epoch"], "step": step, "selected": "last epoch (no labels to select on)"})
     if len(split.test):
-        if not (out / E.TEST_JSON).exists():
+        if not (out / engine.TEST_JSON).exists():
             model.eval()
-            test_loader = E.make_loader(info, split.test, model, cfg, train=False)
-            res = E.evaluate(model, test_loader, device, cfg.optim.amp)
-            summary["test"] = E.write_test_outputs(out, info, res, split.fold, state["epoch"], "last")
+            test_loader = engine.make_loader(info, split.test, model, cfg, train=False)
+            res = engine.evaluate(model, test_loader, device, cfg.optim.amp)
+            summary["test"] = engine.write_test_outputs(out, info, res, split.fold, state["epoch"], "last")
         else:
-            summary["test"] = json.loads((out / E.TEST_JSON).read_text())
+            summary["test"] = json.loads((out / engine.TEST_JSON).read_text())
         t = summary["test"]
         chance = 1 / len(info.labels)
         console.print(f"zero-shot test fold {split.fold}: UAR {t['uar']:.4f} WAR {t['war']:.4f} "

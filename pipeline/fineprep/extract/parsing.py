@@ -68,7 +68,7 @@ def _edges(connections) -> list[tuple[int, int]]:
 @lru_cache(maxsize=1)
 def mesh_regions() -> list[tuple[int, str, list[list[int]]]]:
     """(class value, kind, index lists) in painting order; kind is `poly` (fill loops) or `hull` (convex hull)."""
-    from mediapipe.tasks.python.vision import FaceLandmarksConnections as C
+    from mediapipe.tasks.python.vision import FaceLandmarksConnections as Mesh
 
     def loop(conns) -> list[int]:
         (chain,) = _chains(_edges(conns))
@@ -79,13 +79,14 @@ def mesh_regions() -> list[tuple[int, str, list[list[int]]]]:
         a, b = _chains(_edges(conns))
         return a + b[::-1]
 
-    lips_outer, lips_inner = sorted(_chains(_edges(C.FACE_LANDMARKS_LIPS)), key=lambda ch: 61 not in ch)
-    nose = sorted({v for e in _edges(C.FACE_LANDMARKS_NOSE) for v in e})
+    lips_outer, lips_inner = sorted(_chains(_edges(Mesh.FACE_LANDMARKS_LIPS)), key=lambda ch: 61 not in ch)
+    nose = sorted({v for e in _edges(Mesh.FACE_LANDMARKS_NOSE) for v in e})
     return [
-        (CLASS["skin"], "poly", [loop(C.FACE_LANDMARKS_FACE_OVAL)]),
+        (CLASS["skin"], "poly", [loop(Mesh.FACE_LANDMARKS_FACE_OVAL)]),
         (CLASS["nose"], "hull", [nose]),
-        (CLASS["brows"], "poly", [brow(C.FACE_LANDMARKS_LEFT_EYEBROW), brow(C.FACE_LANDMARKS_RIGHT_EYEBROW)]),
-        (CLASS["eyes"], "poly", [loop(C.FACE_LANDMARKS_LEFT_EYE), loop(C.FACE_LANDMARKS_RIGHT_EYE)]),
+        (CLASS["brows"], "poly", [brow(Mesh.FACE_LANDMARKS_LEFT_EYEBROW),
+                                  brow(Mesh.FACE_LANDMARKS_RIGHT_EYEBROW)]),
+        (CLASS["eyes"], "poly", [loop(Mesh.FACE_LANDMARKS_LEFT_EYE), loop(Mesh.FACE_LANDMARKS_RIGHT_EYE)]),
         (CLASS["lips"], "poly", [lips_outer]),
         (CLASS["inner_mouth"], "poly", [lips_inner]),
     ]

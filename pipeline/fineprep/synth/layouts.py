@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fineschema import labels as L
+from fineschema import labels
 
 from . import captions
 from .clips import Clip
@@ -56,7 +56,7 @@ class PlannedClip:
 
 
 def classes_of(dataset: str) -> tuple[str, ...]:
-    return L.MAFW11 if dataset == "mafw" else L.BASIC7
+    return labels.MAFW11 if dataset == "mafw" else labels.BASIC7
 
 
 def plan(dataset: str, clips_per_class: int, seed: int, size: int) -> list[PlannedClip]:
@@ -80,7 +80,7 @@ def plan(dataset: str, clips_per_class: int, seed: int, size: int) -> list[Plann
             ident = (test_ids if split == "test" else train_ids)[int(rng.integers(len(test_ids if split == "test"
                                                                                     else train_ids)))]
             scene = FERV_SCENES[int(rng.integers(len(FERV_SCENES)))]
-            cls = L.official_name(c, "dfew")
+            cls = labels.official_name(c, "dfew")
             counters[(scene, cls)] = counters.get((scene, cls), 0) + 1
             out.append(PlannedClip(i, c, ident, f"{scene}/{cls}/{counters[(scene, cls)]:04d}", split=split))
         return out
@@ -93,7 +93,7 @@ def plan(dataset: str, clips_per_class: int, seed: int, size: int) -> list[Plann
         ident = fold_ids[int(rng.integers(len(fold_ids)))]
         pc = PlannedClip(i, c, ident, f"{int(ids[i]):05d}", test_fold=fold)
         if dataset == "mafw":
-            combos = [m for m in L.MAFW_COMBOS if c in m.split("_")]
+            combos = [m for m in labels.MAFW_COMBOS if c in m.split("_")]
             pc.compound = str(rng.choice(combos)) if combos and rng.random() < 0.4 else c
             pc.caption = captions.caption(c, ident.name == "astronaut", rng)
         out.append(pc)
@@ -180,11 +180,11 @@ def media_dfew(root: Path, p: PlannedClip, clip: Clip) -> None:
 def tables_dfew(root: Path, planned: list[PlannedClip], rng: np.random.Generator) -> None:
     for fold in range(1, FOLDS + 1):
         for folder, keep in ((DFEW_TRAIN_DIR, False), (DFEW_TEST_DIR, True)):
-            rows = ["video_name,label"] + [f"{int(p.clip_id)},{L.to_dfew_official(p.label)}"
+            rows = ["video_name,label"] + [f"{int(p.clip_id)},{labels.to_dfew_official(p.label)}"
                                            for p in planned if (p.test_fold == fold) == keep]
             _write_lines(root / "EmoLabel_DataSplit" / folder / f"set_{fold}.csv", rows, "\r\n")
     header = [f"vote_{s}" for s in ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")]
-    rows = [_votes(L.to_dfew_official(p.label) - 1, 7, 10, rng) + [int(p.clip_id), L.to_dfew_official(p.label)]
+    rows = [_votes(labels.to_dfew_official(p.label) - 1, 7, 10, rng) + [int(p.clip_id), labels.to_dfew_official(p.label)]
             for p in planned]
     _xlsx(root / "Annotation" / "annotation.xlsx", header + ["clip_name", "annotation"], rows)
 
@@ -205,8 +205,8 @@ def media_mafw(root: Path, p: PlannedClip, clip: Clip) -> None:
 
 
 def tables_mafw(root: Path, planned: list[PlannedClip], rng: np.random.Generator) -> None:
-    header = ["clip", "invalid", *L.MAFW_OFFICIAL, "single_label"]
-    rows = [[f"{p.clip_id}.mp4", 0, *_votes(L.to_mafw_official(p.label) - 1, 11, 11, rng), L.to_mafw_official(p.label)]
+    header = ["clip", "invalid", *labels.MAFW_OFFICIAL, "single_label"]
+    rows = [[f"{p.clip_id}.mp4", 0, *_votes(labels.to_mafw_official(p.label) - 1, 11, 11, rng), labels.to_mafw_official(p.label)]
             for p in planned]
     _xlsx(root / "Labels" / "single-set.xlsx", header, rows)
     _xlsx(root / "Labels" / "descriptive_text.xlsx", None,

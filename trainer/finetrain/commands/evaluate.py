@@ -28,8 +28,8 @@ def report(
 
     `finetrain report --run RUN`, or `finetrain report --merge RUN1 RUN2 ...` for folds run as separate jobs.
     """
-    from finetrain import report as R
-    from finetrain.folds import run_dataset
+    from finetrain.report import REPORT_DIR, render
+    from finetrain.runinfo import run_dataset
 
     all_runs = list(run or []) + list(runs or [])
     if not all_runs:
@@ -40,11 +40,11 @@ def report(
         if not r.is_dir():
             _fail(f"{r}: no run directory here")
     if out is None:
-        out = all_runs[0] / R.REPORT_DIR if len(all_runs) == 1 else Path(
+        out = all_runs[0] / REPORT_DIR if len(all_runs) == 1 else Path(
             os.path.commonpath([p.resolve() for p in all_runs])) / "merged-report"
     dataset = dataset or run_dataset(all_runs[0])
     try:
-        written = R.render(all_runs, out, title=title, dataset=dataset)
+        written = render(all_runs, out, title=title, dataset=dataset)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     for kind, path in written.items():

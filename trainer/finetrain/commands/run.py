@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
         from ..checkpoint import CheckpointError, refuse_pretrained, unreadable_weights
         from ..config import ConfigError, apply, load_config, parse_override, validate
         from ..engine import CONFIG_FILE, train
-        from ..folds import is_main_process, parse_folds, run_folds, store_run_info, write_run_info
+        from ..folds import parse_folds, run_folds
+        from ..runinfo import is_main_process, store_run_info, write_run_info
         from ..split import SplitError
         from ..zeroshot import ZeroShotError, train_zero_shot
 
