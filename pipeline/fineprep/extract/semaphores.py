@@ -16,6 +16,7 @@ from pathlib import Path
 
 SHM = Path("/dev/shm")
 PATTERN = "sem.mp-*"
+MIN_AGE_S = 5.0   # younger semaphores may belong to a run that has not mapped them yet
 
 
 def _mapped(proc: Path) -> set[tuple[int, int, int]]:
@@ -40,7 +41,7 @@ def _mapped(proc: Path) -> set[tuple[int, int, int]]:
     return found
 
 
-def remove_orphaned_semaphores(shm: Path = SHM, proc: Path = Path("/proc"), min_age_s: float = 5.0) -> int:
+def remove_orphaned_semaphores(shm: Path = SHM, proc: Path = Path("/proc"), min_age_s: float = MIN_AGE_S) -> int:
     """Unlink this user's sem.mp-* files that no running process maps; returns how many went.
 
     Linux only (it reads /proc/PID/maps); elsewhere, or when /proc cannot be read, it removes nothing.
