@@ -52,3 +52,16 @@ def make_folder_dataset(root: Path, good: int = 4) -> Path:
     bad = write_frames(root / "framesBad", 4)
     (bad / "2.jpg").write_bytes(b"not an image")
     return root
+
+
+def read_video_rgb(path: Path, step: int = 1) -> list[np.ndarray]:
+    """Every `step`-th frame of a video, decoded with OpenCV and turned to RGB (tests' reference decode)."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames[::step]

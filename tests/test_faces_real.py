@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from extract_data import read_video_rgb
 
 from fineprep.entries import ClipEntry
 from fineprep.extract import clip, detect, faces, shots, tracks
@@ -159,15 +160,7 @@ def test_cuts_are_found_where_the_picture_changes_and_not_within_a_shot():
 
 # ---------------------------------------------------------------------------------- real footage
 def _read(name: str, step: int = 1) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(REAL / name))
-    out = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        out.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return out[::step]
+    return read_video_rgb(REAL / name, step)
 
 
 def _rgb(name: str) -> np.ndarray:

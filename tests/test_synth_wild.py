@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from extract_data import read_video_rgb
 
 from fineprep.synth import make_dataset, wild_truth
 from fineprep.synth.wild_truth import ClipTruth, score_clip, unmeasured_frames
@@ -25,18 +26,6 @@ pytestmark = pytest.mark.timeout(300)
 
 PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-footage"
 SEED = 5
-
-
-def _decode(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +43,7 @@ def truth(wild) -> dict[str, ClipTruth]:
 
 @pytest.fixture(scope="module")
 def videos(wild, truth) -> dict[str, list[np.ndarray]]:
-    return {path: _decode(wild / path) for path in truth}
+    return {path: read_video_rgb(wild / path) for path in truth}
 
 
 def test_layout_truth_and_videos_agree(wild, truth, videos):
