@@ -268,6 +268,7 @@ def test_parsing_finds_commands_behind_prefixes_operators_and_continuations():
         (["--nnodes", "2", "--standalone", "-m"], ("finetrain", "run", "--fold", "1"))
 
 
+@pytest.mark.slow
 def test_the_checker_rejects_made_up_flags_and_sub_commands():
     """A check that cannot fail proves nothing: bad commands must be reported."""
     bad = [Invocation("t", ("fineprep", "extract", "--dataset", "dfew", "--root", "r", "--out", "o", "--bogus", "1")),
@@ -282,6 +283,7 @@ def test_the_checker_rejects_made_up_flags_and_sub_commands():
     assert any("'many'" in p for p in problems[2])
 
 
+@pytest.mark.slow
 def test_every_recipe_command_is_a_real_command_with_real_flags():
     invocations = all_invocations()
     sources = {inv.source.split(" ")[0] for inv in invocations}
@@ -295,6 +297,7 @@ def test_every_recipe_command_is_a_real_command_with_real_flags():
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_serve_flags_exist_in_vllm(vllm_venv):
     """`vllm serve` flags in compose, docs and scripts, against vLLM's own parser (the CPU build in

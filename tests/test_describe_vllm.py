@@ -27,7 +27,7 @@ from fineprep.describe.tiny_model import TOKENS_PER_IMAGE
 sys.path.insert(0, str(Path(__file__).parent))
 from describe_store import make_store  # noqa: E402
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]  # starts a vLLM server
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("FINECLIP_VLLM_VENV", REPO / ".venv-vllm"))

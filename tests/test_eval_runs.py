@@ -67,6 +67,7 @@ def _recompute(path):
         return p, skm.balanced_accuracy_score(y, yhat), skm.accuracy_score(y, yhat)
 
 
+@pytest.mark.slow
 def test_two_fold_run_writes_a_correct_fold_table(two_folds):
     run, _, proc = two_folds
     table = json.loads((run / "fold_table.json").read_text())
@@ -95,6 +96,7 @@ def test_two_fold_run_writes_a_correct_fold_table(two_folds):
         assert (run / f"fold{k}" / "checkpoints" / "best" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_rerun_does_nothing_twice(two_folds):
     run, args, _ = two_folds
     before = (run / "fold1" / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns
@@ -104,6 +106,7 @@ def test_rerun_does_nothing_twice(two_folds):
     assert (run / "fold1" / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_test_scores(two_folds, mafw):
     run, _, _ = two_folds
     _, _, store = mafw
@@ -119,6 +122,7 @@ def test_eval_reproduces_the_test_scores(two_folds, mafw):
     assert table["mean"] == json.loads((run / "fold_table.json").read_text())["mean"]
 
 
+@pytest.mark.slow
 def test_eval_on_another_dataset_maps_classes_by_name(two_folds, tmp_path):
     from finetrain.toystore import write_toy_store
 
@@ -139,6 +143,7 @@ def test_eval_on_another_dataset_maps_classes_by_name(two_folds, tmp_path):
     assert bad.returncode == 2 and "no model trained on fold 3" in bad.stderr
 
 
+@pytest.mark.slow
 def test_predict_from_a_video_equals_eval_of_the_stored_clip(two_folds, mafw, tmp_path):
     from finetrain.predictions import read_predictions
 
@@ -176,6 +181,7 @@ def test_predict_says_how_to_install_the_pipeline(monkeypatch, tmp_path):
         extract_videos([tmp_path / "a.mp4"], frames=4, size=64)
 
 
+@pytest.mark.slow
 def test_report_of_a_real_run(two_folds):
     run, _, _ = two_folds
     proc = _cli("finetrain", "report", "--run", run)
@@ -200,6 +206,7 @@ def _caption_worded_descriptors(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_zero_shot_on_captions_beats_chance_on_held_out_folds(mafw, tmp_path):
     """Zero-shot on MAFW captions, every fold: video-text training without labels on the fold's training
     clips, then its test clips (identities never seen in training) are classified by matching label
@@ -251,6 +258,7 @@ def read_test_clips(store: Path, fold: int) -> list[str]:
     return [r["clip_id"] for r in m if r["status"] == "ok" and r["label"] and fold in (r["test_folds"] or [])]
 
 
+@pytest.mark.slow
 def test_zero_shot_never_reads_labels(mafw, tmp_path):
     """Training on a copy of the store whose labels are shuffled gives bit-identical weights."""
     import shutil
@@ -283,6 +291,7 @@ def test_zero_shot_never_reads_labels(mafw, tmp_path):
     assert any(float(a[k].abs().max()) > 0 for k in a if k.endswith("up.weight"))  # the adapters did train
 
 
+@pytest.mark.slow
 def test_fold_all_run_that_stops_is_finished_by_resume(tmp_path):
     """`--fold all` with a step limit stops every fold before its test and writes no table; the same
     command with --resume finishes each fold from its checkpoint and then writes the table."""

@@ -108,6 +108,7 @@ def folder_store(tmp_path_factory):
     return root, out, proc, manifest
 
 
+@pytest.mark.slow
 def test_store_meets_the_contract(folder_store):
     _, out, proc, manifest = folder_store
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -118,6 +119,7 @@ def test_store_meets_the_contract(folder_store):
     assert len(manifest) == 12
 
 
+@pytest.mark.slow
 def test_every_bad_input_gets_a_status_and_a_reason(folder_store):
     _, _, proc, m = folder_store
     expect = {
@@ -138,6 +140,7 @@ def test_every_bad_input_gets_a_status_and_a_reason(folder_store):
     assert "corrupt" in proc.stderr and "no_face" in proc.stderr   # the summary counts each status
 
 
+@pytest.mark.slow
 def test_ok_rows_record_sampling_and_faces(folder_store):
     _, out, _, m = folder_store
     assert list(m.loc["clip1", "frame_indices"]) == segment_centres(40, 8)
@@ -149,6 +152,7 @@ def test_ok_rows_record_sampling_and_faces(folder_store):
         assert row.face_found_ratio == pytest.approx(found.mean()) and found.mean() >= 0.75, cid
 
 
+@pytest.mark.slow
 def test_landmarks_fall_inside_the_detected_face(folder_store):
     """With margin 0.6 the detected box fills the central 1/1.6 of the crop: the face's centre must be there."""
     _, out, _, m = folder_store
@@ -165,6 +169,7 @@ def test_landmarks_fall_inside_the_detected_face(folder_store):
         assert (span > 0.3).all() and (span < 0.9).all(), cid
 
 
+@pytest.mark.slow
 def test_stored_crop_is_the_face_the_landmarks_describe(folder_store):
     """The astronaut smiles: the real landmarker on the stored crops must say so."""
     _, out, _, m = folder_store
@@ -174,6 +179,7 @@ def test_stored_crop_is_the_face_the_landmarks_describe(folder_store):
     assert shapes[:, smile].mean() > 0.6
 
 
+@pytest.mark.slow
 def test_parsing_classes_sit_where_the_mesh_says(folder_store):
     _, out, _, m = folder_store
     g = zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r")
@@ -198,6 +204,7 @@ def test_parsing_classes_sit_where_the_mesh_says(folder_store):
         assert set(np.unique(maps[t])) == set(range(len(layout.PARSING_CLASSES)))
 
 
+@pytest.mark.slow
 def test_a_rerun_does_nothing_twice(folder_store):
     root, out, _, m = folder_store
     parts = sorted((out / layout.PARTS_DIR).glob("batch-*.parquet"))
@@ -210,6 +217,7 @@ def test_a_rerun_does_nothing_twice(folder_store):
     assert again.drop(columns=["frame_indices"]).equals(m.drop(columns=["frame_indices"]))
 
 
+@pytest.mark.slow
 def test_other_settings_are_refused_unless_overwrite(folder_store, tmp_path):
     root, out, _, _ = folder_store
     proc = run_extract("--dataset", "folder", "--root", str(root), "--out", str(out), "--frames", "4",
@@ -218,6 +226,7 @@ def test_other_settings_are_refused_unless_overwrite(folder_store, tmp_path):
     assert "other settings" in proc.stderr and "frames: 8 -> 4" in proc.stderr and "--overwrite" in proc.stderr
 
 
+@pytest.mark.slow
 def test_overwrite_starts_again_and_strict_fails_on_any_bad_clip(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
@@ -233,6 +242,7 @@ def test_overwrite_starts_again_and_strict_fails_on_any_bad_clip(tmp_path):
     assert zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r")["frames"].shape == (2, 2, 64, 64, 3)
 
 
+@pytest.mark.slow
 def test_exit_code_is_nonzero_when_nothing_succeeded(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
@@ -245,6 +255,7 @@ def test_exit_code_is_nonzero_when_nothing_succeeded(tmp_path):
     assert sorted(m["status"]) == [tables.STATUS_CORRUPT, tables.STATUS_NO_FACE]
 
 
+@pytest.mark.slow
 def test_index_statuses_and_missing_media_are_recorded(tmp_path):
     """Rows the index settled keep their status; media gone since indexing becomes `missing`."""
     from rich.console import Console

@@ -20,6 +20,7 @@ def predictions(draw):
     return k, np.array(y_true), np.array(y_pred)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(predictions())
 def test_against_sklearn(case):

@@ -153,6 +153,7 @@ def test_conditions_cover_the_hard_cases(truth):
     assert {"dark", "blur", "compressed"} <= seen, seen
 
 
+@pytest.mark.slow
 def test_same_seed_same_clip_other_seed_other_clip():
     from fineprep.synth import wild
     from fineprep.synth.faces import identities

@@ -35,6 +35,7 @@ def _same(a: dict, b: dict) -> None:
             assert a[key] == b[key], key
 
 
+@pytest.mark.slow
 def test_pooled_batches_equal_default_collate(dataset):
     sampler = ShardedBatchSampler(len(dataset), 4, seed=3, shuffle=True, drop_last=False)
     loader = PooledDataLoader(dataset, batch_sampler=sampler, num_workers=2, pooled=image_shapes(dataset))
@@ -71,6 +72,7 @@ def test_slot_is_reused_only_after_its_tensors_are_gone(dataset):
     assert pool._claim(0) == slot
 
 
+@pytest.mark.slow
 def test_kept_batches_stay_intact(dataset):
     """A caller that keeps all batches exhausts the slots; the workers fall back to fresh memory."""
     sampler = ShardedBatchSampler(len(dataset), 2, seed=1, shuffle=True, drop_last=True)

@@ -42,6 +42,7 @@ def test_learns_from_visual_streams_alone(tmp_path):
     assert (tmp_path / "run" / "predictions.parquet").is_file()
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_and_finished_runs_do_nothing(tmp_path):
     store = write_toy_store(tmp_path / "store", clips_per_class=6, frames=4, size=32, descriptions=True)
     common = ["optim.epochs=2", "optim.batch_size=4", "run.threads=1"]
