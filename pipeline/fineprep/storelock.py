@@ -23,11 +23,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import FineprepError
+
 LOCK_FILE = ".lock"
 SHARD_PREFIX = ".lock.describe-"
 
 
-class StoreLocked(RuntimeError):
+class StoreLocked(FineprepError, RuntimeError):
     """Another live process is writing the store; the message names it."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .errors import SchemaError
+
 # Canonical order: DFEW's official order for the seven basic classes, then MAFW's extra four
 # (the order DFER-CLIP uses), so the seven shared classes carry the same index in every dataset.
 BASIC7: tuple[str, ...] = ("happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear")
@@ -59,7 +61,7 @@ PUBLIC_ORDERS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-class LabelError(ValueError):
+class LabelError(SchemaError):
     """A label that does not belong to the label set it was read against."""
 
 

@@ -11,8 +11,10 @@ import os
 import re
 from pathlib import Path
 
+from .errors import SchemaError
 
-class UnsafePathError(ValueError):
+
+class UnsafePathError(SchemaError):
     """A path taken from a store or an index that would leave the folder it is joined to."""
 
 

@@ -18,9 +18,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import layout, tables
+from .errors import SchemaError
 
 
-class DescriptionChoiceError(ValueError):
+class DescriptionChoiceError(SchemaError):
     """The store holds descriptions from several (model, prompt) sets and the reader named none of them."""
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from . import layout, tables
+from .errors import SchemaError
 from .labels import LABEL_SETS
 from .version import SCHEMA_VERSION
 
 
-class StoreError(ValueError):
+class StoreError(SchemaError):
     """A store that does not meet the contract. The message lists every problem found."""
 
 

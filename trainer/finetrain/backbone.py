@@ -20,10 +20,12 @@ from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
+from .errors import FinetrainError
+
 WEIGHTS_ORIGINS = ("auto", "openai", "other")
 
 
-class BackboneError(ValueError):
+class BackboneError(FinetrainError, ValueError):
     """A backbone that cannot be built; the message says what to change."""
 
 

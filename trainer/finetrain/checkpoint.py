@@ -22,13 +22,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from .errors import FinetrainError
+
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 FORMAT = "finetrain-adapters/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FinetrainError, ValueError):
     """A checkpoint that cannot be used: not safetensors, damaged, or not fitting the model it is loaded into."""
 
 

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import yaml
 
+from .errors import FinetrainError
 
-class ConfigError(ValueError):
+
+class ConfigError(FinetrainError, ValueError):
     """A config that cannot be used; the message names the key or file."""
 
 

@@ -17,10 +17,11 @@ import numpy as np
 
 from fineschema.labels import MAFW11, MAFW_COMBOS, label_set
 
+from .errors import FinetrainError
 from .predictions import Predictions
 
 
-class ClassMappingError(ValueError):
+class ClassMappingError(FinetrainError, ValueError):
     """Two label sets with nothing in common, or a label that is not canonical."""
 
 

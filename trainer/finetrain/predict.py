@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import FinetrainError
 from .runinfo import read_run_info
 
 PIPELINE_HINT = "pip install 'fineclip[pipeline]'"
 
 
-class PredictError(ValueError):
+class PredictError(FinetrainError, ValueError):
     """A run or input that cannot be used for prediction; the message says what to do."""
 
 

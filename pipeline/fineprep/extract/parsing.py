@@ -22,6 +22,8 @@ import numpy as np
 
 from fineschema import layout
 
+from ..errors import FineprepError
+
 CLASS = {name: i for i, name in enumerate(layout.PARSING_CLASSES)}
 _SHIFT = 4  # fixed-point bits for cv2.fillPoly: sub-pixel polygon vertices
 
@@ -114,7 +116,7 @@ class MeshParser:
         return out
 
 
-class ParserError(ValueError):
+class ParserError(FineprepError, ValueError):
     """A learned parser cannot be set up (no torch, no or unreadable weights): one line, then exit."""
 
 

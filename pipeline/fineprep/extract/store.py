@@ -20,11 +20,12 @@ from fineschema import labels, layout, tables, write_parquet_atomic
 from fineschema.version import SCHEMA_VERSION
 
 from ..entries import ClipEntry
+from ..errors import FineprepError
 
 INDEX_PART = "index.parquet"  # clips the index already settled (missing, bad annotation, outside root)
 
 
-class SettingsMismatch(ValueError):
+class SettingsMismatch(FineprepError, ValueError):
     """The store was started with other settings or another clip list; mixing them would corrupt it."""
 
 

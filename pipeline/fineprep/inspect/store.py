@@ -18,8 +18,10 @@ from fineschema import (
     tables,
 )
 
+from ..errors import FineprepError
 
-class InspectError(ValueError):
+
+class InspectError(FineprepError, ValueError):
     """A request the store cannot answer (unknown clip, clip without data); the message says what to do."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import FineprepError
 from . import wild, wild_truth
 from .clips import render_clip
 from .faces import identities
@@ -39,7 +40,7 @@ WILD_CROWD = 10  # synthetic identities bystanders are drawn from (the primary i
 __all__ = ["DATASETS", "PROVENANCE", "SCENES", "SynthError", "make_dataset", "read_provenance"]
 
 
-class SynthError(RuntimeError):
+class SynthError(FineprepError, RuntimeError):
     """A dataset cannot be written where or how it was asked for."""
 
 

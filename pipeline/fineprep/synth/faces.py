@@ -17,12 +17,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import FineprepError
+
 LANDMARKER_ENV = "FINEPREP_LANDMARKER"
 LFW_FACES = 100  # lfw_subset(): the first 100 images are faces, the last 100 are not
 MAX_JAW_OPEN, MAX_SMILE = 0.25, 0.5  # LFW sources must start with a roughly closed, unsmiling mouth
 
 
-class NoFaceError(RuntimeError):
+class NoFaceError(FineprepError, RuntimeError):
     """The landmarker found no face in a source photograph."""
 
 
