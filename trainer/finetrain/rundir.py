@@ -10,6 +10,8 @@
     RUN/predictions.parquet    per-clip test predictions (`finetrain.predictions`)
     RUN/fold<K>/               a sub-run per fold of a `--fold` run, laid out the same way
     RUN/fold_table.json, .md   the per-fold and mean table of such a run
+    RUN/eval/<NAME>/           `finetrain eval` of the run on a store (predictions, fold table)
+    RUN/report/                `finetrain report`'s PNG, HTML page and fold table
 
 A run folder is input like any file: sub-run names are only ever `fold` + digits, and every path here
 is built under the folder, never from names read out of it.
@@ -31,6 +33,8 @@ PREDICTIONS_FILE = "predictions.parquet"
 FOLD_TABLE_JSON = "fold_table.json"
 FOLD_TABLE_MD = "fold_table.md"
 CHECKPOINTS = "checkpoints"
+EVAL_DIR = "eval"
+REPORT_DIR = "report"
 LAST, BEST = "last", "best"
 _FOLD_DIR = re.compile(r"fold([1-9][0-9]{0,2})")
 
@@ -82,6 +86,16 @@ class RunDir:
     @property
     def fold_table_md(self) -> Path:
         return self.root / FOLD_TABLE_MD
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT_DIR
+
+    def evaluation(self, name: str) -> Path:
+        """Where `finetrain eval` writes its scoring of the run on one store (`name` is a plain folder name)."""
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise ValueError(f"an evaluation folder is a plain name, not {name!r}")
+        return self.root / EVAL_DIR / name
 
     @property
     def checkpoints(self) -> Path:
