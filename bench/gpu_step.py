@@ -3,7 +3,7 @@
     python bench/gpu_step.py --out OUT                     # dfew-b16 on cuda: plain, checkpointing, compile, both
     python bench/gpu_step.py --out OUT --smoke             # tiny config on CPU, two variants, one step each
 
-A step is what the engine does per batch: forward under bf16 autocast (on GPU), the loss, backward and
+A step is what the training recipe does per batch: forward under bf16 autocast (on GPU), the loss, backward and
 AdamW. Random backbone weights (speed does not depend on them) and random float inputs already
 normalised, so the loader and the uint8-to-float step are not in the time. Frozen weights are bf16 on
 GPU (`model.frozen_dtype: auto`). FLOPs are counted once per config with torch's FlopCounterMode on the

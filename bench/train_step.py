@@ -28,9 +28,10 @@ def main(config: str = typer.Option("tiny"), device: str = typer.Option("cpu"),
 
     from fineschema.labels import BASIC7
     from finetrain.config import load_config
-    from finetrain.engine import _param_groups, autocast
     from finetrain.losses import compute_loss
     from finetrain.model import build_model, count_parameters
+    from finetrain.recipe import param_groups
+    from finetrain.runtime import autocast
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -44,7 +45,7 @@ def main(config: str = typer.Option("tiny"), device: str = typer.Option("cpu"),
     dev = torch.device(device)
     model = build_model(cfg, BASIC7, t).to(dev).train()
     trainable, total = count_parameters(model)
-    opt = torch.optim.AdamW(_param_groups(model), lr=1e-4)
+    opt = torch.optim.AdamW(param_groups(model), lr=1e-4)
     size = model.image_size
     data = {s: torch.randint(0, 256, (batch, t, 3, size, size), dtype=torch.uint8, device=dev)
             for s in model.streams if s in ("frames", "parsing", "landmarks")}

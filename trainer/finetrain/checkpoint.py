@@ -4,12 +4,20 @@ A checkpoint is a folder:
   model.safetensors      only the parameters that train (adapters, temporal heads, fusion); the
                          run's config and label set are in its metadata
   optimizer.safetensors  AdamW moments per parameter (keyed by parameter name) and the torch RNG state
-  state.json             epoch, step, position in the epoch, best validation score, optimiser hyper-parameters
+  state.json             epoch, step, position in the epoch, best validation score, optimiser
+                         hyper-parameters, and the learning-rate schedule's position (`LambdaLR.state_dict`)
 A new checkpoint is written to FOLDER.tmp and fsynced; then FOLDER becomes FOLDER.old, FOLDER.tmp becomes
 FOLDER, and FOLDER.old is removed. A kill at any point leaves either FOLDER complete, or (between the two
 renames) no FOLDER and a complete FOLDER.old: `recover` puts that one back, so a killed run always resumes
 from its last complete checkpoint. Files are read only through safetensors and JSON; anything else is
 refused with a one-line `CheckpointError`, never unpickled.
+
+Why the optimiser state is not `torch.save(optimizer.state_dict())` read back with
+`torch.load(weights_only=True)`: that would still run the unpickler on a file from disk (a restricted
+one, whose allow-list is torch's to change), where safetensors parses a JSON header and raw buffers and
+has no code path that builds objects. The hand-written part is small (moments by parameter name, the
+group settings in state.json), it survives a change in parameter order, and it lets one refusal message
+cover every file of a checkpoint.
 """
 
 from __future__ import annotations

@@ -14,13 +14,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import FinetrainError
 from .metrics import Scores, mean_std
-from .predictions import PREDICTIONS_FILE, Predictions, read_predictions
-from .runinfo import is_main_process, store_run_info, write_run_info
+from .predictions import Predictions, read_predictions
+from .rundir import FOLD_TABLE_JSON, FOLD_TABLE_MD, PREDICTIONS_FILE, RunDir
 
-FOLD_TABLE_JSON = "fold_table.json"
-FOLD_TABLE_MD = "fold_table.md"
+__all__ = ["FOLD_TABLE_JSON", "FOLD_TABLE_MD", "PREDICTIONS_FILE", "FoldResult", "FoldTableError", "NoRunError",
+           "build_table", "collect", "fold_results", "prediction_files", "store_folds", "to_markdown", "write_table"]
 FOLDS_PER_DATASET = {"dfew": 5, "mafw": 5, "mafw-compound": 5, "ferv39k": 1}
+
+
+class FoldTableError(FinetrainError, ValueError):
+    """Runs that do not make one table: a fold found twice, different class sets, nothing to tabulate."""
+
+
+class NoRunError(FinetrainError, FileNotFoundError):
+    """A path that is not a run folder, or a run without test predictions yet."""
 
 
 @dataclass
@@ -42,12 +51,11 @@ def fold_results(preds: Predictions, source: str = "") -> list[FoldResult]:
 
 def prediction_files(run: str | Path) -> list[Path]:
     """Test predictions of a run: its own file and those of its `fold<K>/` sub-runs."""
-    run = Path(run)
-    if not run.is_dir():
-        raise FileNotFoundError(f"{run}: no run directory here")
-    files = [run / PREDICTIONS_FILE] if (run / PREDICTIONS_FILE).is_file() else []
-    files += sorted(run.glob(f"fold*/{PREDICTIONS_FILE}"), key=lambda p: p.parent.name)
-    return files
+    run = RunDir(run)
+    if not run.root.is_dir():
+        raise NoRunError(f"{run.root}: no run directory here")
+    subs = [sub.predictions for sub in run.folds().values()]
+    return [path for path in (run.predictions, *subs) if path.is_file()]
 
 
 def collect(runs: Sequence[str | Path]) -> list[FoldResult]:
@@ -57,7 +65,7 @@ def collect(runs: Sequence[str | Path]) -> list[FoldResult]:
     for run in runs:
         files = prediction_files(run)
         if not files:
-            raise FileNotFoundError(
+            raise NoRunError(
                 f"{run}: no {PREDICTIONS_FILE} (the run has not finished a test evaluation; "
                 f"run `finetrain eval --run {run}`)"
             )
@@ -66,10 +74,10 @@ def collect(runs: Sequence[str | Path]) -> list[FoldResult]:
             if labels is None:
                 labels = preds.labels
             elif preds.labels != labels:
-                raise ValueError(f"{path}: classes {preds.labels} differ from {labels} in the other runs")
+                raise FoldTableError(f"{path}: classes {preds.labels} differ from {labels} in the other runs")
             for res in fold_results(preds, str(path)):
                 if res.fold in seen:
-                    raise ValueError(
+                    raise FoldTableError(
                         f"fold {res.fold} appears in both {seen[res.fold].source} and {res.source}; "
                         "merge runs that cover different folds"
                     )
@@ -80,7 +88,7 @@ def collect(runs: Sequence[str | Path]) -> list[FoldResult]:
 def build_table(results: Sequence[FoldResult], dataset: str | None = None) -> dict:
     """The fold table as a JSON-ready dict (recall values are fractions in 0..1; null where undefined)."""
     if not results:
-        raise ValueError("no fold results to tabulate")
+        raise FoldTableError("no fold results to tabulate")
     labels = results[0].scores.labels
     folds = []
     for r in results:
@@ -142,10 +150,9 @@ def to_markdown(table: dict) -> str:
 
 
 def write_table(out_dir: str | Path, table: dict) -> tuple[Path, Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    js = out / FOLD_TABLE_JSON
-    md = out / FOLD_TABLE_MD
+    out = RunDir(out_dir)
+    out.root.mkdir(parents=True, exist_ok=True)
+    js, md = out.fold_table_json, out.fold_table_md
     js.write_text(json.dumps(table, indent=2) + "\n")
     md.write_text(to_markdown(table))
     return js, md
@@ -154,78 +161,3 @@ def write_table(out_dir: str | Path, table: dict) -> tuple[Path, Path]:
 def store_folds(info) -> list[int]:
     """Test folds present in a store (DFEW and MAFW 1..5, FERV39k 1); [] for a store without folds."""
     return sorted({int(f) for fs in info.test_folds for f in fs})
-
-
-def parse_folds(text: str | None) -> list[int] | str | None:
-    """`--fold` values: None, `all`, `3`, or `1,2`."""
-    if text is None:
-        return None
-    text = text.strip().lower()
-    if text == "all":
-        return "all"
-    try:
-        folds = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ValueError(f"--fold must be a fold number, a comma list (1,2) or all; got {text!r}") from None
-    if not folds or min(folds) < 1:
-        raise ValueError(f"--fold must name folds from 1; got {text!r}")
-    return folds
-
-
-def run_folds(cfg, store: str | Path, out: str | Path, folds: list[int] | str = "all", resume: bool = False,
-              mode: str = "supervised", text: str | None = None, console=None, progress: bool = True) -> dict:
-    """Train and test each fold into `out/fold<K>/`, then write the fold table into `out`.
-
-    A fold whose test results exist is skipped, so re-running `--fold all` after a crash only does
-    what is missing (pass `--resume` to continue a fold that stopped half-way).
-    """
-    from rich.console import Console
-
-    from .config import replace
-    from .data import StoreInfo
-    from .engine import TEST_JSON, train
-    from .zeroshot import train_zero_shot
-
-    console = console or Console(stderr=True)
-    out = Path(out)
-    info = StoreInfo.for_config(store, cfg)
-    available = store_folds(info)
-    if not available:
-        raise ValueError(f"store {store} has no folds; train it with `finetrain run` without --fold")
-    wanted = available if folds == "all" else list(folds)
-    unknown = [k for k in wanted if k not in available]
-    if unknown:
-        raise ValueError(f"folds {unknown} are not in store {store}; its folds are {available}")
-    main = is_main_process()
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_run_info(out, mode=mode, text=text, folds=wanted, **store_run_info(info))
-    unfinished = []
-    for k in wanted:
-        sub = out / f"fold{k}"
-        if (sub / TEST_JSON).is_file():
-            console.print(f"fold {k}: finished earlier ({sub / TEST_JSON}), skipped")
-            continue
-        console.rule(f"fold {k} of {len(wanted)}" if folds == "all" else f"fold {k}")
-        fold_cfg = replace(cfg, run={"fold": k})
-        part_resume = resume and (sub / "checkpoints").is_dir()
-        if mode == "zero-shot":
-            train_zero_shot(fold_cfg, store, sub, text=text or "captions", resume=part_resume, console=console,
-                            progress=progress)
-        else:
-            summary = train(fold_cfg, store, sub, resume=part_resume, console=console, progress=progress)
-            if main:
-                write_run_info(sub, mode=mode, fold=k, **store_run_info(info))
-            if summary.get("stopped"):
-                unfinished.append(k)
-    if not main:
-        return {}
-    if unfinished:
-        console.print(f"folds {unfinished} stopped before their test (run.max_steps); the fold table is written "
-                      "once every fold has finished: run the same command again with --resume")
-        return {"unfinished": unfinished}
-    table = build_table(collect([out]), info.attrs.get("dataset"))
-    js, md = write_table(out, table)
-    console.print(to_markdown(table), soft_wrap=True, highlight=False)
-    console.print(f"fold table: {js} and {md}")
-    return table

@@ -17,6 +17,11 @@ s(a, b) the cosine similarity, tau = loss.logit_scale and y_b the true class:
 
   L = loss.ce * L_ce + loss.negative * L_neg + loss.description * L_desc
 
+Zero-shot training (`finetrain.zeroshot`) has one term instead, between v_b and the embedding t_b of the
+clip's own text (caption or description), with targets Y spread over the clips of identical text:
+
+  L_align = 1/2 [CE(tau * V T^T, Y) + CE(tau * T V^T, Y^T)]                   (`alignment_loss`)
+
 Everything here is computed in float32 with autocast off, whatever the caller's context.
 At prediction the negatives enter as tau * (s(v, p_c) - w * s(v, n_c)), w chosen on validation
 (`metrics.choose_negative_weight`).
@@ -69,3 +74,17 @@ def compute_loss(out: dict, labels: torch.Tensor, cfg) -> tuple[torch.Tensor, di
                 parts["desc"] = contrastive(out["visual"][has], out["description"][has], tau)
                 total = total + cfg.description * parts["desc"]
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def text_targets(tokens: torch.Tensor) -> torch.Tensor:
+    """(B,B) row-stochastic targets: clips with identical text share the probability mass (captions repeat,
+    and a duplicate is not a negative)."""
+    same = (tokens[:, None, :] == tokens[None, :, :]).all(dim=-1).float()
+    return same / same.sum(dim=1, keepdim=True)
+
+
+def alignment_loss(video: torch.Tensor, text: torch.Tensor, targets: torch.Tensor, scale: float) -> torch.Tensor:
+    """Symmetric InfoNCE between unit video and text embeddings with soft targets (float32)."""
+    with float32_region(video.device):
+        logits = scale * video.float() @ text.float().t()
+        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets.t()))

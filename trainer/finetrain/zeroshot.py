@@ -19,13 +19,15 @@ ordinary finetrain checkpoint: `finetrain eval` and `finetrain predict` use it u
 another dataset's store it is scored with that dataset's own class descriptors.
 
 No labels means no label-based model selection: the checkpoint of the last epoch is the one tested.
+Zero-shot is an objective (`ZeroShot`) and a selection rule (`recipe.LastEpoch`) of the one training
+recipe, so it has what supervised runs have: DDP (the loss is taken over the global batch, gathered from
+every process), gradient accumulation, `run.max_steps`, `run.checkpoint_every`, steps.jsonl,
+metrics.jsonl/.csv and `--resume`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +37,14 @@ import torch.nn.functional as F
 
 from fineschema import layout
 
-from . import checkpoint as ckpt
-from .batchpool import PooledDataLoader, image_shapes
 from .config import Config, ConfigError, from_dict
 from .errors import FinetrainError
-from .runinfo import store_run_info, write_run_info
+from .losses import alignment_loss, text_targets
+from .recipe import LastEpoch, Objective, Prepared, Recipe, batch_loader
+from .runtime import gather_rows
+
+__all__ = ["TEXT_SOURCES", "ZeroShot", "ZeroShotError", "alignment_loss", "clip_texts", "text_targets",
+           "train_zero_shot", "zero_shot_config"]
 
 TEXT_SOURCES = ("captions", "descriptions")
 
@@ -81,130 +86,97 @@ def clip_texts(info, text: str) -> dict[str, str]:
     return texts
 
 
-def text_targets(tokens: torch.Tensor) -> torch.Tensor:
-    """(B,B) row-stochastic targets: clips with identical text share the probability mass."""
-    same = (tokens[:, None, :] == tokens[None, :, :]).all(dim=-1).float()
-    return same / same.sum(dim=1, keepdim=True)
+class VideoText(torch.nn.Module):
+    """The model's forward for alignment: fused video embedding and the clip's text through the positive
+    adapters (what DDP wraps, so its gradient hooks see this forward)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> dict:
+        embs, masks = self.model.stream_embeddings(batch)
+        video = self.model.fuse(embs, masks)
+        words = F.normalize(self.model.encode_text(batch["description"], "positive").float(), dim=-1)
+        return {"video": video, "text": words}
 
 
-def alignment_loss(video: torch.Tensor, text: torch.Tensor, targets: torch.Tensor, scale: float) -> torch.Tensor:
-    logits = scale * video @ text.t()
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets.t()))
+class ZeroShot(Objective):
+    """Video-text alignment on the fold's training clips that have text of the chosen kind; no labels."""
+
+    mode = "zero-shot"
+    loss_name = "video-text loss"
+
+    def __init__(self, text: str = "captions"):
+        self.text = text
+        self.texts: dict[str, str] = {}
+
+    def rule(self) -> LastEpoch:
+        return LastEpoch()
+
+    def prepare(self, cfg: Config, store: str | Path) -> Prepared:
+        from .data import StoreInfo
+        from .split import fold_split
+
+        cfg = zero_shot_config(cfg)
+        info = StoreInfo.for_config(store, cfg)
+        self.texts = clip_texts(info, self.text)
+        split = fold_split(info.train_folds, info.test_folds, info.label_index, cfg.run.fold, 0.0, cfg.run.seed)
+        rows = np.asarray([r for r in split.train if info.clip_ids[r] in self.texts], dtype=np.int64)
+        if len(rows) < 2:
+            raise ZeroShotError(f"fold {split.fold}: {len(rows)} training clips have {self.text}; need at least 2")
+        return Prepared(info=info, split=split, cfg=cfg, notes=[], train_rows=rows)
+
+    def announce(self, console, prep: Prepared, model, trainable: int, total: int) -> None:
+        split, text = prep.split, self.text
+        console.print(f"zero-shot ({text}), model {prep.cfg.model.backbone}, streams {', '.join(model.streams)}: "
+                      f"{trainable:,} trainable of {total:,} parameters")
+        console.print(f"fold {split.fold}: {len(prep.train_rows)} training clips with {text} (of {len(split.train)}), "
+                      f"{len(split.test)} test clips; labels are not used for training")
+
+    def run_info(self, prep: Prepared) -> dict:
+        return {"mode": self.mode, "text": self.text, "fold": prep.split.fold}
+
+    def train_loader(self, prep: Prepared, model, world: int, rank: int):
+        from .data import StoreDataset
+
+        cfg, info = prep.cfg, prep.info
+        frames = min(cfg.data.frames or info.frames, info.frames)
+        dataset = StoreDataset(dataclasses.replace(info, descriptions=self.texts), prep.train_rows,
+                               image_size=model.image_size, frames=frames, train=True, data_cfg=cfg.data,
+                               streams=(*model.streams, "description"), tokenizer=model.tokenizer, seed=cfg.run.seed)
+        batch = min(cfg.optim.batch_size, len(prep.train_rows))
+        return batch_loader(dataset, batch, cfg, train=True, world=world, rank=rank)
+
+    def network(self, model) -> torch.nn.Module:
+        return VideoText(model)
+
+    def find_unused(self, cfg: Config) -> bool:
+        return False  # the video streams and the positive text adapters all take part in every step
+
+    def param_groups(self, model) -> list[dict]:
+        # one group, weight decay on every trainable tensor: zero-shot's optimiser as it has always been
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    def loss(self, outputs: dict, batch: dict, cfg: Config, world: int) -> tuple[torch.Tensor, dict]:
+        """The alignment loss over the global batch (every process's clips), the same on every process."""
+        video = gather_rows(outputs["video"].float(), world)
+        text = gather_rows(outputs["text"], world)
+        tokens = gather_rows(batch["description"], world)
+        return alignment_loss(video, text, text_targets(tokens), cfg.loss.logit_scale), {}
+
+    def grad_scale(self, world: int) -> float:
+        return float(world)  # each process's backward reaches only its own rows: see runtime.gather_rows
+
+    def summary(self) -> dict:
+        return {"mode": self.mode, "text": self.text}
+
+    def report_test(self, console, run, fold, t: dict, labels, fresh: bool, epoch) -> None:
+        console.print(f"zero-shot test fold {fold}: UAR {t['uar']:.4f} WAR {t['war']:.4f} "
+                      f"(chance {1 / len(labels):.4f})")
 
 
 def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str = "captions", resume: bool = False,
                     console=None, progress: bool = True) -> dict:
     """Align video and text on the fold's training clips, then classify its test clips by descriptors."""
-    import os
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from . import engine
-    from .data import ShardedBatchSampler, StoreDataset, StoreInfo
-    from .split import fold_split
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ZeroShotError("zero-shot training runs in one process; start it without torchrun")
-    out = Path(out)
-    console = console or Console(stderr=True)
-    cfg = zero_shot_config(cfg)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    last_dir = out / "checkpoints" / engine.LAST
-    # a kill inside checkpoint.save leaves the previous checkpoint to restore
-    for name in (engine.LAST, engine.BEST):
-        ckpt.recover(out / "checkpoints" / name)
-    if last_dir.exists() and not resume:
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    info = StoreInfo.for_config(store, cfg)
-    texts = clip_texts(info, text)
-    split = fold_split(info.train_folds, info.test_folds, info.label_index, cfg.run.fold, 0.0, cfg.run.seed)
-    rows = np.asarray([r for r in split.train if info.clip_ids[r] in texts], dtype=np.int64)
-    if len(rows) < 2:
-        raise ZeroShotError(f"fold {split.fold}: {len(rows)} training clips have {text}; need at least 2")
-    model, device, trainable, total = engine.seeded_model(cfg, info)
-    frames = min(cfg.data.frames or info.frames, info.frames)
-    console.print(f"zero-shot ({text}), model {cfg.model.backbone}, streams {', '.join(model.streams)}: "
-                  f"{trainable:,} trainable of {total:,} parameters")
-    console.print(f"fold {split.fold}: {len(rows)} training clips with {text} (of {len(split.train)}), "
-                  f"{len(split.test)} test clips; labels are not used for training")
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.dump(out / engine.CONFIG_FILE)
-    write_run_info(out, mode="zero-shot", text=text, fold=split.fold, **store_run_info(info))
-
-    text_info = dataclasses.replace(info, descriptions=texts)
-    dataset = StoreDataset(text_info, rows, image_size=model.image_size, frames=frames, train=True,
-                           data_cfg=cfg.data, streams=(*model.streams, "description"), tokenizer=model.tokenizer,
-                           seed=cfg.run.seed)
-    batch = min(cfg.optim.batch_size, len(rows))
-    sampler = ShardedBatchSampler(len(dataset), batch, seed=cfg.run.seed, shuffle=True, drop_last=True)
-    loader = PooledDataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                              pooled=image_shapes(dataset))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best": None, "best_epoch": None, "done": False}
-    if resume and last_dir.exists():
-        state = ckpt.load(last_dir, model, optimizer)
-        engine.trim_logs(out, state["step"], state["epoch"])
-        console.print(f"resumed after epoch {state['epoch']}, step {state['step']}")
-    else:
-        engine.trim_logs(out, 0, 0)  # rows of a start killed before its first checkpoint
-    total_steps = max(1, len(sampler) * cfg.optim.epochs)
-    step = state["step"]
-    cfg_json = cfg.to_json()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("{task.fields[info]}"), console=console, disable=not progress)
-    with bar:
-        for epoch in range(state["epoch"], cfg.optim.epochs):
-            sampler.set_epoch(epoch)
-            dataset.set_epoch(epoch)
-            task = bar.add_task(f"epoch {epoch + 1}/{cfg.optim.epochs}", total=len(sampler), info="")
-            model.train()
-            t0, losses = time.perf_counter(), []
-            for b in loader:
-                b = engine.to_device(b, device)
-                with engine.autocast(device, cfg.optim.amp):
-                    embs, masks = model.stream_embeddings(b)
-                    video = model.fuse(embs, masks)
-                    words = F.normalize(model.encode_text(b["description"], "positive").float(), dim=-1)
-                loss = alignment_loss(video.float(), words, text_targets(b["description"]), cfg.loss.logit_scale)
-                lr = cfg.optim.lr * engine.lr_factor(step, total_steps, cfg.optim.warmup_steps,
-                                                     cfg.optim.min_lr_ratio)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-                optimizer.step()
-                step += 1
-                losses.append(float(loss.detach()))
-                bar.update(task, advance=1, info=f"loss {losses[-1]:.3f}")
-            bar.remove_task(task)
-            row = {"run": out.name, "fold": split.fold, "epoch": epoch + 1, "step": step, "split": "train",
-                   "loss": float(np.mean(losses)) if losses else None, "uar": None, "war": None, "lr": lr,
-                   "seconds": time.perf_counter() - t0}
-            with open(out / engine.METRICS_JSONL, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
-            console.print(f"epoch {epoch + 1}: video-text loss {row['loss']:.4f}")
-            state.update(epoch=epoch + 1, step=step, done=epoch + 1 == cfg.optim.epochs)
-            ckpt.save(last_dir, model, cfg_json, info.labels, state, optimizer)
-
-    summary = {"step": step, "mode": "zero-shot", "text": text, "trainable": trainable, "total": total}
-    if not (out / "checkpoints" / engine.BEST).exists():
-        ckpt.save(out / "checkpoints" / engine.BEST, model, cfg_json, info.labels,
-                  {"epoch": state["epoch"], "step": step, "selected": "last epoch (no labels to select on)"})
-    if len(split.test):
-        if not (out / engine.TEST_JSON).exists():
-            model.eval()
-            test_loader = engine.make_loader(info, split.test, model, cfg, train=False)
-            res = engine.evaluate(model, test_loader, device, cfg.optim.amp)
-            summary["test"] = engine.write_test_outputs(out, info, res, split.fold, state["epoch"], "last")
-        else:
-            summary["test"] = json.loads((out / engine.TEST_JSON).read_text())
-        t = summary["test"]
-        chance = 1 / len(info.labels)
-        console.print(f"zero-shot test fold {split.fold}: UAR {t['uar']:.4f} WAR {t['war']:.4f} "
-                      f"(chance {chance:.4f})")
-    return summary
+    return Recipe(cfg, store, out, ZeroShot(text), resume=resume, console=console, progress=progress).run()

@@ -2,9 +2,78 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
+
+
+def _fail(err, message) -> None:
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+def _config(out: Path, config: str | None, extra: list[str], resume: bool, err):
+    """The run's config: OUT/config.yaml on --resume (plus overrides), else the preset or file with overrides."""
+    import yaml
+
+    from ..config import apply, load_config, parse_override, validate
+    from ..rundir import RunDir
+
+    saved = RunDir(out).config
+    if not (resume and saved.is_file()):
+        return load_config(config, extra)
+    if config is not None:
+        err.print(f"note: --resume uses {saved}; --config {config} is ignored")
+    cfg = load_config("default")
+    apply(cfg, yaml.safe_load(saved.read_text(encoding="utf-8")), str(saved))
+    for item in extra:  # not `text`: that is the --text option
+        apply(cfg, parse_override(item), f"override {item!r}")
+    validate(cfg)
+    return cfg
+
+
+def _train(cfg, store: Path, out: Path, folds, single, resume: bool, mode: str, text: str, quiet: bool) -> None:
+    from ..foldrun import run_folds
+    from ..recipe import train
+    from ..zeroshot import train_zero_shot
+
+    if folds is not None and single is None:
+        run_folds(cfg, store, out, folds, resume=resume, mode=mode, text=text, progress=not quiet)
+    elif mode == "zero-shot":
+        train_zero_shot(cfg, store, out, text=text, resume=resume, progress=not quiet)
+    else:
+        train(cfg, store, out, resume=resume, progress=not quiet)
+
+
+def run_command(store: Path, out: Path, config: str | None, overrides: list[str] | None, resume: bool,
+                fold: str | None, mode: str, text: str, quiet: bool) -> None:
+    """Check the options, load the config, train; every refusal is one line and exit status 2."""
+    import pickle
+
+    from rich.console import Console
+    from safetensors import SafetensorError
+
+    from fineschema.errors import SchemaError
+
+    from ..checkpoint import refuse_pretrained
+    from ..errors import FinetrainError
+    from ..foldrun import MODES, parse_folds
+
+    err = Console(stderr=True)
+    cfg = None
+    try:
+        if mode not in MODES:
+            _fail(err, f"--mode must be supervised or zero-shot, got {mode!r}")
+        folds = parse_folds(fold)
+        single = folds[0] if isinstance(folds, list) and len(folds) == 1 else None
+        extra = list(overrides or []) + ([f"run.fold={single}"] if single is not None else [])
+        cfg = _config(out, config, extra, resume, err)
+        _train(cfg, store, out, folds, single, resume, mode, text, quiet)
+    except (FinetrainError, SchemaError) as exc:
+        _fail(err, exc)
+    except (pickle.UnpicklingError, SafetensorError) as exc:  # torch's weights-only refusal of model.pretrained
+        _fail(err, refuse_pretrained(cfg.model.pretrained if cfg else None, exc))
 
 
 def register(app: typer.Typer) -> None:
@@ -24,62 +93,4 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Train on the fold's training clips, select on a validation split carved from them, report the test fold."""
-        import sys
-
-        import yaml
-        from rich.console import Console
-
-        from fineschema import StoreError
-
-        from ..backbone import BackboneError
-        from ..checkpoint import CheckpointError, refuse_pretrained, unreadable_weights
-        from ..config import ConfigError, apply, load_config, parse_override, validate
-        from ..engine import CONFIG_FILE, train
-        from ..folds import parse_folds, run_folds
-        from ..runinfo import is_main_process, store_run_info, write_run_info
-        from ..split import SplitError
-        from ..zeroshot import ZeroShotError, train_zero_shot
-
-        err = Console(stderr=True)
-        if mode not in ("supervised", "zero-shot"):
-            err.print(f"[red]error:[/] --mode must be supervised or zero-shot, got {mode!r}", highlight=False)
-            sys.exit(2)
-        try:
-            folds = parse_folds(fold)
-        except ValueError as exc:
-            err.print(f"[red]error:[/] {exc}", highlight=False)
-            sys.exit(2)
-        single = folds[0] if isinstance(folds, list) and len(folds) == 1 else None
-        extra = list(overrides or []) + ([f"run.fold={single}"] if single is not None else [])
-        try:
-            if resume and (out / CONFIG_FILE).is_file():
-                if config is not None:
-                    err.print(f"note: --resume uses {out / CONFIG_FILE}; --config {config} is ignored")
-                cfg = load_config("default")
-                data = yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8"))
-                apply(cfg, data, str(out / CONFIG_FILE))
-                for item in extra:  # not `text`: that is the --text option
-                    apply(cfg, parse_override(item), f"override {item!r}")
-                validate(cfg)
-            else:
-                cfg = load_config(config, extra)
-            if folds is not None and single is None:
-                run_folds(cfg, store, out, folds, resume=resume, mode=mode, text=text, progress=not quiet)
-            elif mode == "zero-shot":
-                train_zero_shot(cfg, store, out, text=text, resume=resume, progress=not quiet)
-            else:
-                from ..data import StoreInfo
-
-                train(cfg, store, out, resume=resume, progress=not quiet)
-                if is_main_process():
-                    write_run_info(out, mode=mode, fold=cfg.run.fold, **store_run_info(StoreInfo.for_config(store, cfg)))
-        except (ConfigError, StoreError, SplitError, BackboneError, CheckpointError, ZeroShotError,
-                ValueError) as exc:
-            err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(2)
-        except Exception as exc:
-            if not unreadable_weights(exc):
-                raise
-            err.print(f"[red]error:[/] {refuse_pretrained(cfg.model.pretrained, exc)}", highlight=False,
-                      soft_wrap=True)
-            sys.exit(2)
+        run_command(store, out, config, overrides, resume, fold, mode, text, quiet)
