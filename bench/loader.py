@@ -1,10 +1,13 @@
 """Clips per second the trainer's Dataset delivers: frames plus rendered parsing overlay and landmark
 dots (and blendshapes), with training augmentation, through a DataLoader with 0, 1 and 2 workers.
 
-    .venv/bin/python bench/loader.py [--store STORE] [--frames 16] [--size 224] [--clips 48]
+    .venv/bin/python bench/loader.py [--store STORE] [--frames 16] [--stored 48] [--size 224] [--clips 48]
 
-Without --store it writes a toy store (random-noise frames, which compress worse than faces) of
-`--clips` clips at the given frames/size into a temporary folder. Target: >= 50 clips/s per core.
+Without --store it writes a toy store (`tests/toy_store.py`; random-noise frames, which compress worse
+than faces) of `--clips` clips of `--stored` frames (default: `--frames`) at `--size` px into a temporary
+folder. The Dataset reads `--frames` of them per clip (one per segment, random as in training), so
+`--frames 16 --stored 48` measures what temporal augmentation costs against `--stored 16`.
+Target: >= 50 clips/s per core.
 
 The DataLoader is built as the trainer builds it (workers re-started every epoch, prefetch 2), once
 with torch's default collate and once with the trainer's shared-memory batch pool, side by side. Each
@@ -16,28 +19,34 @@ since other jobs on the machine slow memory-bound work even in CPU time.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import typer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # toy_store, the trainer's test fixture
+
 
 def main(store: Path = typer.Option(None, help="An existing store (default: a toy store written here)."),
-         frames: int = typer.Option(16), size: int = typer.Option(224), clips: int = typer.Option(48),
+         frames: int = typer.Option(16, help="Frames per clip the Dataset reads."),
+         stored: int = typer.Option(None, help="Frames per clip of the toy store (default: --frames)."),
+         size: int = typer.Option(224), clips: int = typer.Option(48),
          image_size: int = typer.Option(224, help="Model input size the clips are resized to."),
          workers: str = typer.Option("0,1,2"), batch_size: int = typer.Option(8), repeats: int = typer.Option(2)):
     import torch
+    from toy_store import write_toy_store
 
     from finetrain.config import DataConfig
     from finetrain.data import StoreDataset, StoreInfo
-    from finetrain.toystore import write_toy_store
 
     torch.set_num_threads(1)
     tmp = None
     if store is None:
         tmp = tempfile.TemporaryDirectory()
-        store = write_toy_store(Path(tmp.name) / "store", clips_per_class=max(1, clips // 7), frames=frames, size=size)
+        store = write_toy_store(Path(tmp.name) / "store", clips_per_class=max(1, clips // 7), frames=stored or frames,
+                                size=size)
     info = StoreInfo.open(store)
     cfg = DataConfig(frames=frames)
     ds = StoreDataset(info, range(len(info)), image_size=image_size, frames=frames, train=True, data_cfg=cfg,
@@ -120,7 +129,7 @@ def _steps(ds, clips: int = 24) -> None:
     size, cfg = ds.image_size, ds.cfg
     for i in [i % len(ds) for i in range(clips + 1)]:
         rng = np.random.default_rng([ds.seed, ds.epoch, i])
-        pick = frame_positions(ds.info.frames, ds.frames, rng)
+        pick = frame_positions(ds.info.frames, ds.frames, rng, np.flatnonzero(ds.info.distinct[i]))
         clip = step("read", ds._read, int(ds.info.store_index[i]), pick, names)
         s = clip["frames"].shape[1]
         crop = ds._crop(s, rng)

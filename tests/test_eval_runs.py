@@ -124,7 +124,7 @@ def test_eval_reproduces_the_test_scores(two_folds, mafw):
 
 @pytest.mark.slow
 def test_eval_on_another_dataset_maps_classes_by_name(two_folds, tmp_path):
-    from finetrain.toystore import write_toy_store
+    from toy_store import write_toy_store
 
     run, _, _ = two_folds
     dfew = write_toy_store(tmp_path / "dfew", clips_per_class=2, frames=4, size=32, label_set="dfew")
@@ -295,7 +295,7 @@ def test_zero_shot_never_reads_labels(mafw, tmp_path):
 def test_fold_all_run_that_stops_is_finished_by_resume(tmp_path):
     """`--fold all` with a step limit stops every fold before its test and writes no table; the same
     command with --resume finishes each fold from its checkpoint and then writes the table."""
-    from finetrain.toystore import write_toy_store
+    from toy_store import write_toy_store
 
     store = write_toy_store(tmp_path / "toy", clips_per_class=4, frames=4, size=32, folds=2)
     run = tmp_path / "run"

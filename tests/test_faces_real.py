@@ -344,8 +344,9 @@ def test_a_frame_without_a_face_stores_zeros_not_a_neighbours_values(tmp_path, m
 
 
 def test_a_store_of_the_previous_schema_is_refused_in_one_line(tmp_path):
+    from toy_store import write_toy_store
+
     from fineschema import SCHEMA_VERSION, StoreError, check_store
-    from finetrain.toystore import write_toy_store
 
     old = write_toy_store(tmp_path / "old", clips_per_class=1, version=SCHEMA_VERSION - 1)
     with pytest.raises(StoreError) as err:

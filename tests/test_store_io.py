@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from toy_store import write_toy_store
 from typer.testing import CliRunner
 
 import fineschema
@@ -24,7 +25,6 @@ from fineschema import (
 from finetrain.config import load_config
 from finetrain.data import StoreDataset
 from finetrain.engine import prepare
-from finetrain.toystore import write_toy_store
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHER = "other-vlm"

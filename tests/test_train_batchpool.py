@@ -7,10 +7,10 @@ import gc
 
 import pytest
 import torch
+from toy_store import write_toy_store
 
 from finetrain.batchpool import PooledDataLoader, SharedBatchPool, image_shapes
 from finetrain.data import ShardedBatchSampler, StoreDataset, StoreInfo
-from finetrain.toystore import write_toy_store
 
 torch.set_num_threads(1)
 

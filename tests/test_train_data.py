@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import zarr
+from toy_store import write_toy_store
 from zarr.codecs import BloscCodec, BloscShuffle, ShardingCodec
 
 from fineschema import layout
@@ -16,7 +17,6 @@ from finetrain.chunks import ChunkReader
 from finetrain.config import DataConfig
 from finetrain.data import StoreDataset, StoreInfo, frame_positions, mirrored_blendshapes
 from finetrain.render import PALETTE, YELLOW, landmark_dots, parsing_overlay
-from finetrain.toystore import write_toy_store
 
 torch.set_num_threads(1)
 

@@ -2,12 +2,12 @@
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from toy_store import write_toy_store
 
 from fineschema import layout
 from finetrain.config import load_config
 from finetrain.data import StoreInfo
 from finetrain.engine import prepare
-from finetrain.toystore import write_toy_store
 
 
 def _mark_random(store):

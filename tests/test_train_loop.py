@@ -17,9 +17,10 @@ from safetensors.torch import load_file
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
+from toy_store import write_toy_store  # noqa: E402
+
 from finetrain.config import load_config  # noqa: E402
 from finetrain.engine import STEPS_JSONL, TEST_JSON, train  # noqa: E402
-from finetrain.toystore import write_toy_store  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

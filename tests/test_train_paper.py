@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from toy_store import write_toy_store
 
 from fineschema.labels import BASIC7
 from fineschema.layout import BLENDSHAPE_NAMES
@@ -18,7 +19,6 @@ from finetrain.config import DataConfig, load_config, preset_names
 from finetrain.data import StoreDataset, StoreInfo, mirrored_blendshapes
 from finetrain.losses import compute_loss, negative_loss
 from finetrain.model import PAPER_STREAMS, PAPER_VARIANTS, build_model, similarity, variant_parameters
-from finetrain.toystore import write_toy_store
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -3,7 +3,8 @@
 torch's default collate puts every worker batch into a fresh shared-memory segment: the worker
 faults in and zeroes each page, the main process maps the segment again and unmaps it after the
 step. At 16 frames of 224 px the three uint8 image streams are 7.2 MB per clip, about 1,800 fresh
-pages and 5-7 ms of system CPU per clip: as much as reading and drawing the clip.
+pages per clip, whose system CPU is as much as reading and drawing the clip (BENCHMARKS.md, "Loader,
+2026-12-01").
 
 `SharedBatchPool` allocates, in the main process before any worker starts, a ring of batch slots
 per worker. A worker copies its batch's image streams into one of its free slots and sends only the
@@ -172,7 +173,7 @@ class PooledDataLoader(torch.utils.data.DataLoader):
 
 def image_shapes(dataset) -> dict[str, tuple[int, ...]]:
     """One item's (T,3,S,S) uint8 shape for each image stream a `StoreDataset` delivers."""
-    from .data import VISUAL_STREAMS
+    from .transforms import VISUAL_STREAMS
 
     side = dataset.image_size
     return {k: (dataset.frames, 3, side, side) for k in VISUAL_STREAMS if k in dataset.streams}

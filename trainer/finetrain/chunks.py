@@ -2,8 +2,8 @@
 
 A store keeps one chunk per clip, and the Dataset wants whole clips. zarr 3.1 serves every
 `array[i]` through its event-loop thread and two thread-pool hand-offs (file read, decompression)
-plus a copy into a fresh output: measured on a 16 x 224 px clip, 8.0 ms of CPU for its five arrays,
-against 2.9 ms this way. `ChunkReader` reads the chunk's bytes with the store's own synchronous
+plus a copy into a fresh output, which costs more CPU than the decoding (BENCHMARKS.md, "Loader,
+2026-12-01"). `ChunkReader` reads the chunk's bytes with the store's own synchronous
 `get_sync` and runs the array's own codec chain through each codec's `_decode_sync` (what zarr's
 async codecs run in their threads), so values, fill values and dtypes are zarr's. Arrays it cannot
 serve this way (chunks that are not one leading index each, sharding, codecs or stores without a

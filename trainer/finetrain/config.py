@@ -53,7 +53,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    frames: int | None = None           # frames per clip fed to the model (None: all the store holds)
+    frames: int | None = None           # frames per clip fed to the model, one per segment of the stored
+                                        # ones (random in training, centres otherwise); None: all stored
     crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])  # random crop area range
     flip: bool = True
     jitter: float = 0.3                 # brightness / contrast / saturation jitter strength (0 = off)

@@ -2,15 +2,17 @@
 
 `StoreInfo.open` validates the store against the contract (`fineschema.check_store`) and reads the
 manifest once. `StoreDataset` opens the Zarr arrays lazily in each DataLoader worker (a Zarr handle
-is never pickled), applies one random crop, flip and colour jitter to a clip's frames, parsing map
-and landmarks alike, renders the parsing overlay and landmark dots, and normalises with CLIP's
-mean and std (`finalize`, which runs on the training device; items carry uint8 images and their
-jitter factors). Augmentation randomness comes from (seed, epoch, clip), never from global state, so
-results do not depend on the number of workers or processes and a resumed run sees the same data.
+is never pickled), picks the clip's frames (`frame_positions`: one per segment, random in training),
+applies one random crop, flip and colour jitter to its frames, parsing map and landmarks alike, and
+renders the parsing overlay and landmark dots. Items carry uint8 images and their jitter factors;
+`transforms.finalize` makes them float on the training device. Augmentation randomness comes from
+(seed, epoch, clip), never from global state, so results do not depend on the number of workers or
+processes and a resumed run sees the same data.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,10 +27,7 @@ from fineschema.labels import LABEL_SETS
 
 from .chunks import ChunkReader
 from .render import landmark_dots, parsing_overlay, parsing_palette
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-VISUAL_STREAMS = ("frames", "parsing", "landmarks")
+from .transforms import VISUAL_STREAMS
 
 
 @dataclass
@@ -43,10 +42,14 @@ class StoreInfo:
     label_index: np.ndarray
     train_folds: list[list[int]]
     test_folds: list[list[int]]
+    # (clips, stored frames) bool: the stored frame is a source frame not stored just before it; False on
+    # the repeats extract pads a clip shorter than its stored frame count with (`frame_positions`)
+    distinct: np.ndarray
     descriptions: dict[str, str] = field(default_factory=dict)
     # descriptions written by a random-weight model (rows marked `random_weights`): meaningless text,
     # kept apart so training never uses them unless asked to (data.random_descriptions=true)
     random_descriptions: dict[str, str] = field(default_factory=dict)
+    frames_warned: bool = field(default=False, repr=False, compare=False)  # `frames_for` warns once per store
 
     @property
     def frames(self) -> int:
@@ -77,7 +80,8 @@ class StoreInfo:
         attrs = dict(zarr.open_group(str(root / layout.ARRAYS_DIR), mode="r").attrs)
         labels = LABEL_SETS[attrs["label_set"]]
         table = read_manifest(root, statuses=[tables.STATUS_OK],
-                              columns=["clip_id", "label", "train_folds", "test_folds", "store_index"])
+                              columns=["clip_id", "label", "train_folds", "test_folds", "store_index",
+                                       "frame_indices"])
         rows = table.filter(pc.is_valid(table["label"])).to_pydict()
         position = {name: i for i, name in enumerate(labels)}
         unknown = sorted({lab for lab in rows["label"] if lab not in position})
@@ -94,6 +98,7 @@ class StoreInfo:
             label_index=np.asarray([position[lab] for lab in rows["label"]], dtype=np.int64),
             train_folds=[list(f or []) for f in rows["train_folds"]],
             test_folds=[list(f or []) for f in rows["test_folds"]],
+            distinct=distinct_frames(rows["frame_indices"], int(attrs["frames"])),
             descriptions=read_descriptions(root, descriptions_model, descriptions_prompt, random_weights=False),
             random_descriptions=read_descriptions(root, descriptions_model, descriptions_prompt,
                                                   random_weights=True),
@@ -126,24 +131,50 @@ def mirrored_blendshapes() -> np.ndarray:
     return index
 
 
-def frame_positions(total: int, wanted: int, rng: np.random.Generator | None) -> np.ndarray:
-    """`wanted` of `total` stored frames: one per equal segment, random in training, centred otherwise."""
+def distinct_frames(frame_indices: list, frames: int) -> np.ndarray:
+    """(clips, frames) bool from the manifest's source index of each stored frame: True where a stored
+    frame differs from the one before it. A clip without usable indices counts all its frames distinct."""
+    out = np.ones((len(frame_indices), frames), dtype=bool)
+    for i, source in enumerate(frame_indices):
+        if source is not None and len(source) == frames:
+            source = np.asarray(source)
+            out[i, 1:] = source[1:] != source[:-1]
+    return out
+
+
+def frame_positions(total: int, wanted: int, rng: np.random.Generator | None,
+                    distinct: np.ndarray | None = None) -> np.ndarray:
+    """Which `wanted` of a clip's `total` stored frames to read, in time order.
+
+    A store holding `wanted` frames or fewer gives all of them. Otherwise the clip's distinct stored
+    frames (`distinct`, their positions; default all) are cut into `wanted` equal segments and one frame
+    is taken from each: a random one in training (`rng`), the centre one otherwise. That is the public
+    DFER loaders' sampling (TSN segments), over the frames the store holds; with an odd multiple of
+    `wanted` stored (48 for 16) the centres are the frames a `wanted`-frame extract stores, and every
+    segment holds the same number of frames (with a ratio that is no whole number, neighbouring
+    segments can draw the same frame). A clip with fewer distinct frames than `wanted` (shorter than
+    that in its source) repeats its last one, as the public loaders pad. The draw is `wanted` uniform
+    numbers from `rng` whatever the clip, so it depends only on (seed, epoch, clip).
+    """
     if wanted >= total:
         return np.arange(total)
-    edges = np.linspace(0, total, wanted + 1)
-    if rng is None:
-        return ((edges[:-1] + edges[1:]) / 2).astype(np.int64).clip(0, total - 1)
-    return np.floor(edges[:-1] + rng.random(wanted) * (edges[1:] - edges[:-1])).astype(np.int64).clip(0, total - 1)
+    places = np.arange(total) if distinct is None else np.asarray(distinct, dtype=np.int64)
+    draws = rng.random(wanted) if rng is not None else None
+    n = len(places)
+    if n <= wanted:
+        return places[np.minimum(np.arange(wanted), n - 1)]
+    lo, hi = np.linspace(0, n, wanted + 1)[:-1], np.linspace(0, n, wanted + 1)[1:]
+    at = (lo + hi) / 2 if draws is None else np.floor(lo + draws * (hi - lo))
+    return places[at.astype(np.int64).clip(0, n - 1)]
 
 
 def retain_freed_memory() -> None:
     """Keep freed heap memory in this process (glibc only), so each clip's buffers reuse the last one's.
 
     A clip allocates a few dozen MB of 1-10 MB buffers. glibc hands buffers of that size to fresh
-    mmap()s and returns the top of the heap to the system once 128 KB (or twice the last freed
-    mmap) are free, so clips page-fault their memory anew: measured at 16 x 224 px, 450-670 page
-    faults and 1.3-2 ms of system CPU per clip, against about 15 and 0.3 ms with a fixed mmap
-    threshold of 32 MB (glibc's largest) and a trim threshold of 256 MB, which keep them on the heap.
+    mmap()s and returns the top of the heap to the system as soon as a little of it is free, so every
+    clip would page-fault its memory anew (costs in BENCHMARKS.md, "Loader, 2026-12-01"). A fixed mmap
+    threshold of 32 MB (glibc's largest) and a trim threshold of 256 MB keep them on the heap.
     The settings are per process (DataLoader workers inherit them) and only make freed memory wait
     for reuse.
     """
@@ -167,8 +198,7 @@ def resize_frames(frames: np.ndarray, x0: int, y0: int, side: int, size: int, fl
 
     torch resizes channels-last uint8 with its vectorised bilinear kernel (antialiased when
     shrinking), numpy moves the channels first and torch mirrors the contiguous result: each step
-    with the faster of the two, measured (torch's channels-first copy and numpy's mirrored one are
-    two to three times slower)."""
+    with whichever of the two measured faster (BENCHMARKS.md, "Numbers behind the loader's choices")."""
     crop = frames[:, y0:y0 + side, x0:x0 + side]
     if side != size:
         hwc = torch.from_numpy(np.array(crop)).permute(0, 3, 1, 2)  # channels-last (T,3,side,side)
@@ -208,6 +238,24 @@ def arrays_for(streams) -> tuple[str, ...]:
     return tuple(name for name, read in wanted.items() if read)
 
 
+def frames_for(info: StoreInfo, wanted: int | None) -> int:
+    """Frames per clip a run reads: `wanted` (data.frames; None: all the store holds), at most what the
+    store holds. Asking for more than the store holds warns once and uses all of them: the clips stay
+    valid, they just carry fewer frames and no temporal augmentation."""
+    if wanted is None or int(wanted) <= info.frames:
+        return int(wanted or info.frames)
+    if not info.frames_warned:
+        info.frames_warned = True
+        warnings.warn(f"store {info.root} holds {info.frames} frames per clip, fewer than data.frames={wanted}: "
+                      f"clips use all {info.frames} (extract with --frames {3 * int(wanted)} for temporal "
+                      f"augmentation)", StoreFramesWarning, stacklevel=3)
+    return info.frames
+
+
+class StoreFramesWarning(UserWarning):
+    """data.frames asks for more frames than the store holds (the run uses them all)."""
+
+
 class StoreDataset(torch.utils.data.Dataset):
     """Clips of a store as model inputs; `rows` index the StoreInfo clip table."""
 
@@ -218,7 +266,7 @@ class StoreDataset(torch.utils.data.Dataset):
         self.info = info
         self.rows = np.asarray(rows, dtype=np.int64)
         self.image_size = int(image_size)
-        self.frames = min(int(frames or info.frames), info.frames)
+        self.frames = frames_for(info, frames)
         self.train = train
         self.cfg = data_cfg or DataConfig()
         self.streams = tuple(streams)
@@ -265,7 +313,7 @@ class StoreDataset(torch.utils.data.Dataset):
         row = int(self.rows[i])
         si = int(self.info.store_index[row])
         rng = np.random.default_rng([self.seed, self.epoch, row]) if self.train else None
-        pick = frame_positions(self.info.frames, self.frames, rng)
+        pick = frame_positions(self.info.frames, self.frames, rng, np.flatnonzero(self.info.distinct[row]))
         need_pixels = "frames" in self._arrays_needed
         clip = self._read(si, pick, self._arrays_needed)
         item = {"label": int(self.info.label_index[row]), "row": row}
@@ -315,38 +363,6 @@ class StoreDataset(torch.utils.data.Dataset):
         y0 = int(rng.integers(0, s - side + 1))
         flip = bool(self.cfg.flip and rng.random() < 0.5)
         return x0, y0, side, flip
-
-
-def finalize(batch: dict) -> dict:
-    """uint8 image streams -> float, colour jitter, CLIP normalisation; on whatever device the batch is.
-
-    The Dataset hands over uint8 images (a quarter of the bytes, integer drawing) and the per-clip
-    jitter factors (brightness, contrast, saturation), so this last float step runs on the GPU when
-    there is one. Applied to all image streams alike. Idempotent: float streams pass through.
-    """
-    out = dict(batch)
-    for key in VISUAL_STREAMS:
-        x = batch.get(key)
-        if x is None or x.dtype != torch.uint8:
-            continue
-        x = x.float().div_(255)
-        single = x.dim() == 4
-        if single:
-            x = x.unsqueeze(0)
-        factors = batch.get("jitter")
-        if factors is not None:
-            f = factors.to(x.device).view(-1, 3)
-            b, c, s = (f[:, i].view(-1, 1, 1, 1, 1) for i in range(3))
-            x = x * b
-            mean = x.mean(dim=(2, 3, 4), keepdim=True)
-            x = (x - mean) * c + mean
-            grey = 0.299 * x[:, :, 0:1] + 0.587 * x[:, :, 1:2] + 0.114 * x[:, :, 2:3]
-            x = ((x - grey) * s + grey).clamp_(0, 1)
-        mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, device=x.device).view(1, 1, 3, 1, 1)
-        x = (x - mean) / std
-        out[key] = x[0] if single else x
-    return out
 
 
 class ShardedBatchSampler(torch.utils.data.Sampler):

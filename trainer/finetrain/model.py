@@ -33,8 +33,9 @@ from . import adapters
 from .backbone import create_clip
 from .config import Config, ConfigError
 from .losses import float32_region
+from .transforms import VISUAL_STREAMS, finalize, needs_finalize
 
-VISUAL = ("frames", "parsing", "landmarks")
+VISUAL = VISUAL_STREAMS  # the image streams: each runs the CLIP image tower with its own adapter set
 MIDDLE = ("parsing", "landmarks")
 TEXT_SETS = ("positive", "negative", "description")
 PAPER_STREAMS = ("frames", "parsing", "landmarks", "description")  # blendshapes are our addition
@@ -211,9 +212,7 @@ class FineCLIPER(nn.Module):
     # --- video --------------------------------------------------------------------------------------
     def stream_embeddings(self, batch: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per stream: unit (B,D) embedding and a (B,) presence mask. uint8 images are finalised here."""
-        if any(torch.is_tensor(batch.get(s)) and batch[s].dtype == torch.uint8 for s in VISUAL):
-            from .data import finalize  # store-side code (pyarrow, zarr): not needed for float images
-
+        if needs_finalize(batch):
             batch = finalize(batch)
         embs, masks = [], []
         for s in self.streams:
