@@ -11,12 +11,14 @@ import json
 import os
 from pathlib import Path
 
-RUN_INFO = "run.json"
+from .rundir import RUN_INFO_FILE, RunDir
+
+RUN_INFO = RUN_INFO_FILE
 
 
 def write_run_info(out: str | Path, **info) -> None:
     """Merge keys into RUN/run.json: how the run was made (mode, text, store, dataset, crop settings)."""
-    path = Path(out) / RUN_INFO
+    path = RunDir(out).run_info
     old = json.loads(path.read_text()) if path.is_file() else {}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")  # whole or not at all: a killed run is read again on resume
@@ -26,8 +28,8 @@ def write_run_info(out: str | Path, **info) -> None:
 
 def read_run_info(run: str | Path) -> dict:
     """RUN/run.json, or the parent's for a `fold<K>` sub-run; {} when neither exists."""
-    run = Path(run)
-    for path in (run / RUN_INFO, run.parent / RUN_INFO):
+    run = RunDir(run)
+    for path in (run.run_info, RunDir(run.root.parent).run_info):
         if path.is_file():
             return json.loads(path.read_text())
     return {}
