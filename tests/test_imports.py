@@ -144,7 +144,7 @@ def _cycle_in(graph: dict[str, set[str]], comp: set[str]) -> list[str]:
 def test_the_walker_resolves_relative_and_absolute_imports():
     graph = import_graph()
     assert len(MODULES) > 40 and {"fineprep.cli", "finetrain.model", "fineschema.layout"} <= set(MODULES)
-    assert {"finetrain.checkpoint", "finetrain.data"} <= graph["finetrain.engine"]  # relative imports
+    assert {"finetrain.checkpoint", "finetrain.data"} <= graph["finetrain.recipe"]  # relative imports
     assert "fineschema.layout" in graph["finetrain.data"]  # absolute import of another package
     assert not any(m.split(".")[0] not in PACKAGE_DIRS for deps in graph.values() for m in deps)
 

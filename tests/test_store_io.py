@@ -24,7 +24,7 @@ from fineschema import (
 )
 from finetrain.config import load_config
 from finetrain.data import StoreDataset
-from finetrain.engine import prepare
+from finetrain.recipe import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHER = "other-vlm"

@@ -21,9 +21,9 @@ from fineschema import SCHEMA_VERSION, StoreError, layout  # noqa: E402
 from finetrain import checkpoint as ckpt  # noqa: E402
 from finetrain.config import ConfigError, load_config, parse_override  # noqa: E402
 from finetrain.data import StoreDataset, StoreInfo  # noqa: E402
-from finetrain.engine import prepare  # noqa: E402
 from finetrain.losses import compute_loss  # noqa: E402
 from finetrain.model import build_model, count_parameters  # noqa: E402
+from finetrain.recipe import prepare  # noqa: E402
 from finetrain.split import SplitError, fold_split, stratified_holdout  # noqa: E402
 from finetrain.transforms import finalize  # noqa: E402
 

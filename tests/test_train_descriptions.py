@@ -7,7 +7,7 @@ from toy_store import write_toy_store
 from fineschema import layout
 from finetrain.config import load_config
 from finetrain.data import StoreInfo
-from finetrain.engine import prepare
+from finetrain.recipe import prepare
 
 
 def _mark_random(store):

@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 from toy_store import write_toy_store  # noqa: E402
 
 from finetrain.config import load_config  # noqa: E402
-from finetrain.engine import STEPS_JSONL, TEST_JSON, train  # noqa: E402
+from finetrain.recipe import STEPS_JSONL, TEST_JSON, train  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
