@@ -83,3 +83,26 @@ def test_report_merge_and_errors(tmp_path):
     (tmp_path / "nothing").mkdir()
     result = CliRunner().invoke(app, ["report", "--run", str(tmp_path / "nothing")])
     assert result.exit_code != 0 and "is this a finetrain run directory" in result.output
+
+
+def test_damaged_metrics_and_duplicate_folds_fail_in_one_line(tmp_path):
+    run = _fake_run(tmp_path / "a", [1])
+    with (run / "fold1" / "metrics.jsonl").open("a") as fh:
+        fh.write("{not json\n")
+    result = CliRunner().invoke(app, ["report", "--run", str(run)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: {run / 'fold1' / 'metrics.jsonl'}:9: not a JSON line"]
+    # only fold<K> folders are sub-runs: a stray `fold_notes/` with metrics is not read
+    notes = _fake_run(tmp_path / "b", [2])
+    (notes / "fold2").rename(notes / "fold_notes")
+    assert report.metrics_files(notes) == []
+
+
+def test_merging_runs_that_both_hold_a_fold_fails_in_one_line(tmp_path):
+    a = _fake_run(tmp_path / "a", [1])
+    b = _fake_run(tmp_path / "b", [1])
+    result = CliRunner().invoke(app, ["report", "--merge", str(a), str(b), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "fold 1 appears in both" in lines[0]
+    assert not (tmp_path / "merged").exists()

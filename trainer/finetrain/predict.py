@@ -1,10 +1,9 @@
 """Using a trained run: load its model, and classify video files end to end.
 
 `load_model` rebuilds the model of a run from its checkpoint alone (config and label set are in the
-safetensors metadata; the number of frames is the temporal head's size). `predict_videos` runs the
-pipeline's extraction (`fineprep`, the `pipeline` extra) in-process on each file, with the settings the
-run's store was made with, and feeds the arrays through the same preprocessing as training. This is the
-one place the trainer touches the pipeline, imported lazily so the trainer installs without it.
+safetensors metadata; the number of frames is the temporal head's size). `predict_videos` has each file
+extracted by the pipeline (`extract_videos`, the trainer's one seam to `fineprep`) with the settings the
+run's store was made with, and feeds the arrays through the same preprocessing as training.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FinetrainError
+from .rundir import BEST, RunDir
 from .runinfo import read_run_info
 
 PIPELINE_HINT = "pip install 'fineclip[pipeline]'"
@@ -29,30 +29,33 @@ class PipelineMissing(PredictError):
     """The `pipeline` extra (mediapipe, OpenCV) is not installed."""
 
 
-def checkpoint_dir(run: str | Path, which: str = "best") -> Path:
-    folder = Path(run) / "checkpoints" / which
-    if not (folder / "model.safetensors").is_file():
-        subs = sorted(p.name for p in Path(run).glob("fold*") if (p / "checkpoints").is_dir())
-        hint = f"; this run has per-fold sub-runs ({', '.join(subs)}): pass one, e.g. {Path(run) / subs[0]}" \
+def checkpoint_dir(run: str | Path, which: str = BEST) -> Path:
+    """A run's `checkpoints/<which>` folder; a `--fold all` run folder is refused with its sub-runs named."""
+    from .checkpoint import MODEL_FILE
+
+    top = RunDir(run)
+    folder = top.checkpoint(which)
+    if not (folder / MODEL_FILE).is_file():
+        subs = [sub.root.name for sub in top.folds().values() if sub.checkpoints.is_dir()]
+        hint = f"; this run has per-fold sub-runs ({', '.join(subs)}): pass one, e.g. {top / subs[0]}" \
             if subs else " (has training finished?)"
-        raise PredictError(f"{run}: no checkpoint at checkpoints/{which}{hint}")
+        raise PredictError(f"{run}: no checkpoint at {folder.relative_to(top.root)}{hint}")
     return folder
 
 
 def pick_model_run(run: str | Path, fold: int | None = None) -> Path:
     """The folder holding the model to use: the run itself, or one fold of a `--fold all` run
     (`fold`, or the lowest fold when none is given)."""
-    run = Path(run)
-    if fold is None and (run / "checkpoints" / "best").is_dir():
-        return run
-    subs = {int(p.name[4:]): p for p in run.glob("fold*")
-            if p.name[4:].isdigit() and (p / "checkpoints" / "best").is_dir()}
+    top = RunDir(run)
+    if fold is None and top.has_model:
+        return top.root
+    subs = {k: sub.root for k, sub in top.folds().items() if sub.has_model}
     if fold is not None:
         if fold not in subs:
             raise PredictError(f"{run}: no model trained on fold {fold} (have: {sorted(subs) or 'none'})")
         return subs[fold]
     if not subs:
-        raise PredictError(f"{run}: no trained model here (checkpoints/best) nor in fold*/ sub-runs")
+        raise PredictError(f"{run}: no trained model here (checkpoints/best) nor in fold<K>/ sub-runs")
     return subs[min(subs)]
 
 
@@ -66,7 +69,7 @@ def model_frames(folder: Path) -> int:
     raise PredictError(f"{folder}: checkpoint holds no temporal head")
 
 
-def load_model(run: str | Path, labels: tuple[str, ...] | None = None, which: str = "best", device: str = "cpu"):
+def load_model(run: str | Path, labels: tuple[str, ...] | None = None, which: str = BEST, device: str = "cpu"):
     """(model in eval mode, config) of a run; `labels` replaces the run's class set (text side only).
 
     The frozen backbone is not in the checkpoint: it is rebuilt from its pretrained weights, or, for a
@@ -75,8 +78,8 @@ def load_model(run: str | Path, labels: tuple[str, ...] | None = None, which: st
     """
     from . import checkpoint as ckpt
     from .config import from_dict
-    from .engine import seed_everything
     from .model import build_model
+    from .runtime import seed_everything
 
     folder = checkpoint_dir(run, which)
     meta = ckpt.read_meta(folder)
@@ -93,7 +96,7 @@ def load_model(run: str | Path, labels: tuple[str, ...] | None = None, which: st
     return model.to(device).eval(), cfg
 
 
-def run_labels(run: str | Path, which: str = "best") -> tuple[str, ...]:
+def run_labels(run: str | Path, which: str = BEST) -> tuple[str, ...]:
     from . import checkpoint as ckpt
 
     return tuple(ckpt.read_meta(checkpoint_dir(run, which))["labels"])
@@ -163,6 +166,12 @@ def extraction_settings(run: str | Path, frames: int) -> dict:
 def extract_videos(paths: list[Path], frames: int, size: int, margin: float = 0.6, landmarker: Path | None = None):
     """Run the pipeline's per-clip extraction on each file (video, or a folder of frames) in this process.
 
+    The trainer's only use of `fineprep`: a new video has no store, and a model must see exactly the face
+    crops, landmarks and parsing that `fineprep extract` stored for training, so the pipeline's own code
+    makes them (a copy would drift). It is imported here, lazily, so the trainer installs and trains
+    without the pipeline; when `fineprep` (the `pipeline` extra: mediapipe, OpenCV) is not installed,
+    `PipelineMissing` says how to install it, and nothing else in `finetrain` needs it.
+
     Returns one `fineprep.extract.clip.ClipResult` per path, in order; failures come back with a status.
     """
     try:
@@ -197,7 +206,7 @@ def extract_videos(paths: list[Path], frames: int, size: int, margin: float = 0.
     return results
 
 
-def predict_videos(run: str | Path, paths: list[Path], top_k: int = 3, which: str = "best",
+def predict_videos(run: str | Path, paths: list[Path], top_k: int = 3, which: str = BEST,
                    device: str = "cpu", landmarker: Path | None = None, fold: int | None = None) -> list[VideoResult]:
     """Top-k classes with probabilities for each video; a file that fails is reported, not fatal.
     For a `--fold all` run the model of `fold` is used (the lowest fold by default)."""

@@ -18,10 +18,17 @@ import pyarrow.parquet as pq
 
 from fineschema import tables, write_parquet_atomic
 
+from .errors import FinetrainError
 from .metrics import Scores, score_names
+from .rundir import PREDICTIONS_FILE
 
-PREDICTIONS_FILE = "predictions.parquet"
+__all__ = ["PREDICTIONS_FILE", "Predictions", "PredictionsError", "concat", "read_predictions", "write_predictions"]
+
 _LABELS_KEY = b"labels"
+
+
+class PredictionsError(FinetrainError, ValueError):
+    """A predictions file (or a set of them) that cannot be read or joined; the message names it."""
 
 
 @dataclass
@@ -57,7 +64,7 @@ class Predictions:
             folds = [None if f is None else int(f) for f in fold]
         truth = list(true_labels) if true_labels is not None else [None] * n
         if len(folds) != n or len(truth) != n:
-            raise ValueError(f"{n} clips but {len(folds)} folds and {len(truth)} true labels")
+            raise PredictionsError(f"{n} clips but {len(folds)} folds and {len(truth)} true labels")
         pred = [labels[i] for i in np.argmax(p, axis=1)] if n else []
         return cls(labels, list(clip_ids), folds, truth, pred, p)
 
@@ -115,15 +122,15 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> P
     table = pq.read_table(path)
     missing = [f.name for f in tables.PREDICTIONS if f.name not in table.column_names]
     if missing:
-        raise ValueError(f"{path}: not a predictions file (missing columns {', '.join(missing)})")
+        raise PredictionsError(f"{path}: not a predictions file (missing columns {', '.join(missing)})")
     meta = table.schema.metadata or {}
     if _LABELS_KEY in meta:
         stored = tuple(json.loads(meta[_LABELS_KEY]))
         if labels is not None and tuple(labels) != stored:
-            raise ValueError(f"{path}: written for classes {stored}, not {tuple(labels)}")
+            raise PredictionsError(f"{path}: written for classes {stored}, not {tuple(labels)}")
         labels = stored
     if labels is None:
-        raise ValueError(f"{path}: the file does not record its class order; pass the run's label set")
+        raise PredictionsError(f"{path}: the file does not record its class order; pass the run's label set")
     labels = tuple(labels)
     cols = table.to_pydict()
     n = table.num_rows
@@ -136,11 +143,11 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = None) -> P
 def concat(parts: Sequence[Predictions]) -> Predictions:
     """Join predictions of several folds or jobs; they must share one class order."""
     if not parts:
-        raise ValueError("no predictions to join")
+        raise PredictionsError("no predictions to join")
     labels = parts[0].labels
     for p in parts[1:]:
         if p.labels != labels:
-            raise ValueError(f"cannot join predictions over different classes: {labels} vs {p.labels}")
+            raise PredictionsError(f"cannot join predictions over different classes: {labels} vs {p.labels}")
     return Predictions(
         labels,
         [c for p in parts for c in p.clip_ids],

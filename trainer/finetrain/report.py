@@ -19,12 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from . import folds
-from .predictions import concat, read_predictions
+from .errors import FinetrainError
+from .rundir import METRICS_CSV, METRICS_JSONL, PREDICTIONS_FILE, RunDir
 
-REPORT_DIR = "report"
 REPORT_PNG = "report.png"
 REPORT_HTML = "report.html"
-METRICS_FILES = ("metrics.jsonl", "metrics.csv")
+METRICS_FILES = (METRICS_JSONL, METRICS_CSV)  # the first one present is read
+
+
+class ReportError(FinetrainError, ValueError):
+    """A run file the report cannot read; the message names the file and line."""
 
 
 def _num(value) -> float | None:
@@ -47,7 +51,7 @@ def read_metrics(path: str | Path) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
-                    raise ValueError(f"{path}:{n}: not a JSON line") from None
+                    raise ReportError(f"{path}:{n}: not a JSON line") from None
     else:
         with path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
@@ -60,17 +64,12 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 def metrics_files(run: str | Path) -> list[tuple[int | None, Path]]:
     """(fold, file) for the run and each `fold<K>/` sub-run; JSONL preferred over CSV."""
-    run = Path(run)
-    dirs = [(None, run)] + [
-        (int(d.name[4:]) if d.name[4:].isdigit() else None, d)
-        for d in sorted(run.glob("fold*")) if d.is_dir()
-    ]
+    top = RunDir(run)
     found = []
-    for fold, d in dirs:
-        for name in METRICS_FILES:
-            if (d / name).is_file():
-                found.append((fold, d / name))
-                break
+    for fold, sub in [(None, top), *top.folds().items()]:
+        present = [path for path in (sub.metrics_jsonl, sub.metrics_csv) if path.is_file()]
+        if present:
+            found.append((fold, present[0]))
     return found
 
 
@@ -107,106 +106,127 @@ def _fold_name(fold) -> str:
 def render(runs: Sequence[str | Path], out_dir: str | Path, title: str | None = None,
            dataset: str | None = None) -> dict[str, Path]:
     """Draw the report of one run (or several runs merged by fold) into `out_dir`."""
+    runs = [Path(r) for r in runs]
+    out = Path(out_dir)
+    curves = load_curves(runs)
+    has_predictions = any(folds.prediction_files(r) for r in runs)
+    table = folds.build_table(folds.collect(runs), dataset) if has_predictions else None
+    if not curves and table is None:
+        raise FileNotFoundError(
+            f"{', '.join(map(str, runs))}: neither metrics ({' or '.join(METRICS_FILES)}) nor "
+            f"{PREDICTIONS_FILE} found; is this a finetrain run directory?"
+        )
+    title = title or " + ".join(r.name for r in runs)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"png": out / REPORT_PNG, "html": out / REPORT_HTML}
+    _draw(written["png"], title, curves, table)
+    if table is not None:
+        js, md = folds.write_table(out, table)
+        written.update(json=js, markdown=md)
+    written["html"].write_text(_html(title, written["png"], table, runs))
+    return written
+
+
+def _draw(png: Path, title: str, curves: dict[int | None, list[dict]], table: dict | None) -> None:
+    """The report's figure: curves on top, test confusion and recall below, the fold table at the foot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    runs = [Path(r) for r in runs]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    curves = load_curves(runs)
-    pred_files = [p for r in runs for p in folds.prediction_files(r)]
-    preds = concat([read_predictions(p) for p in pred_files]) if pred_files else None
-    table = folds.build_table(folds.collect(runs), dataset) if preds is not None else None
-    if not curves and table is None:
-        raise FileNotFoundError(
-            f"{', '.join(map(str, runs))}: neither metrics ({' or '.join(METRICS_FILES)}) nor "
-            f"{folds.PREDICTIONS_FILE} found; is this a finetrain run directory?"
-        )
-    title = title or " + ".join(r.name for r in runs)
 
     fig = plt.figure(figsize=(13, 13), dpi=100, layout="constrained")
     grid = fig.add_gridspec(3, 2, height_ratios=[1, 1.25, 0.4])
     fig.suptitle(f"finetrain report: {title}", fontsize=14)
     colors = plt.get_cmap("tab10")
+    ordered = sorted(curves.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+    _plot_loss(fig.add_subplot(grid[0, 0]), ordered, colors)
+    _plot_validation(fig.add_subplot(grid[0, 1]), ordered, colors)
+    _plot_confusion(fig.add_subplot(grid[1, 0]), table)
+    _plot_recall(fig.add_subplot(grid[1, 1]), table, colors)
+    _plot_fold_table(fig.add_subplot(grid[2, :]), table)
+    fig.savefig(png)
+    plt.close(fig)
 
-    ax = fig.add_subplot(grid[0, 0])
-    for i, (fold, rows) in enumerate(sorted(curves.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))):
+
+def _integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _plot_loss(ax, curves: list[tuple[int | None, list[dict]]], colors) -> None:
+    for i, (fold, rows) in enumerate(curves):
         for split, style in (("train", "-"), ("val", "--")):
             xs, ys = _series(rows, split, "loss")
             if xs:
                 ax.plot(xs, ys, style, color=colors(i % 10), marker=".", label=f"{_fold_name(fold)} {split}")
     ax.set(title="loss", xlabel="epoch", ylabel="loss")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_epochs(ax)
     _legend(ax, "no loss logged")
 
-    ax = fig.add_subplot(grid[0, 1])
-    for i, (fold, rows) in enumerate(sorted(curves.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))):
+
+def _plot_validation(ax, curves: list[tuple[int | None, list[dict]]], colors) -> None:
+    for i, (fold, rows) in enumerate(curves):
         for key, style in (("uar", "-"), ("war", ":")):
             xs, ys = _series(rows, "val", key)
             if xs:
                 ax.plot(xs, [100 * y for y in ys], style, color=colors(i % 10), marker=".",
                         label=f"{_fold_name(fold)} val {key.upper()}")
     ax.set(title="validation UAR / WAR", xlabel="epoch", ylabel="%")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_epochs(ax)
     _legend(ax, "no validation metrics logged")
 
-    ax = fig.add_subplot(grid[1, 0])
-    if table is not None:
-        labels = table["labels"]
-        cm = np.sum([np.asarray(f["confusion"]) for f in table["folds"]], axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        for (r, c), v in np.ndenumerate(cm):
-            ax.text(c, r, f"{v}", ha="center", va="center", fontsize=8,
-                    color="white" if norm[r, c] > 0.5 else "black")
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        ax.set_yticks(range(len(labels)), labels)
-        ax.set(title=f"confusion (test, {len(table['folds'])} fold(s) pooled; colour = row share)",
-               xlabel="predicted", ylabel="true")
-    else:
-        _empty(ax, "no test predictions yet")
 
-    ax = fig.add_subplot(grid[1, 1])
-    if table is not None:
-        labels = table["labels"]
-        mean = [table["mean"]["per_class_recall"][n] for n in labels]
-        y = np.arange(len(labels))
-        ax.barh(y, [100 * (m or 0) for m in mean], color="#4c72b0", alpha=0.8, label="mean over folds")
-        if len(table["folds"]) > 1:
-            for i, f in enumerate(table["folds"]):
-                vals = [f["per_class_recall"][n] for n in labels]
-                ax.scatter([100 * v for v in vals if v is not None], [k for k, v in zip(y, vals, strict=True) if v is not None],
-                           color=colors(i % 10), s=14, zorder=3, label=_fold_name(f["fold"]))
-        ax.set_yticks(y, labels)
-        ax.invert_yaxis()
-        ax.set(xlim=(0, 100), title="per-class recall (test)", xlabel="%")
-        ax.axvline(100 * (table["mean"]["uar"] or 0), color="k", ls=":", lw=1, label="UAR")
-        ax.legend(fontsize=7, loc="best", framealpha=0.9)
-    else:
+def _plot_confusion(ax, table: dict | None) -> None:
+    """Test confusion pooled over folds; colour is the share of the true class's row."""
+    if table is None:
         _empty(ax, "no test predictions yet")
+        return
+    labels = table["labels"]
+    cm = np.sum([np.asarray(f["confusion"]) for f in table["folds"]], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for (r, c), v in np.ndenumerate(cm):
+        ax.text(c, r, f"{v}", ha="center", va="center", fontsize=8, color="white" if norm[r, c] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(title=f"confusion (test, {len(table['folds'])} fold(s) pooled; colour = row share)",
+           xlabel="predicted", ylabel="true")
 
-    ax = fig.add_subplot(grid[2, :])
+
+def _plot_recall(ax, table: dict | None, colors) -> None:
+    """Mean per-class test recall as bars, each fold's as dots, UAR as a line."""
+    if table is None:
+        _empty(ax, "no test predictions yet")
+        return
+    labels = table["labels"]
+    mean = [table["mean"]["per_class_recall"][n] for n in labels]
+    y = np.arange(len(labels))
+    ax.barh(y, [100 * (m or 0) for m in mean], color="#4c72b0", alpha=0.8, label="mean over folds")
+    if len(table["folds"]) > 1:
+        for i, f in enumerate(table["folds"]):
+            vals = [f["per_class_recall"][n] for n in labels]
+            ax.scatter([100 * v for v in vals if v is not None],
+                       [k for k, v in zip(y, vals, strict=True) if v is not None],
+                       color=colors(i % 10), s=14, zorder=3, label=_fold_name(f["fold"]))
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 100), title="per-class recall (test)", xlabel="%")
+    ax.axvline(100 * (table["mean"]["uar"] or 0), color="k", ls=":", lw=1, label="UAR")
+    ax.legend(fontsize=7, loc="best", framealpha=0.9)
+
+
+def _plot_fold_table(ax, table: dict | None) -> None:
     ax.axis("off")
-    if table is not None:
-        rows = _table_rows(table, short=True)
-        tab = ax.table(cellText=rows[1:], colLabels=rows[0], loc="upper center", cellLoc="center")
-        tab.auto_set_font_size(False)
-        tab.set_fontsize(8)
-        tab.scale(1, 1.3)
-        ax.set_title("fold table (test, %)")
-    fig.savefig(out / REPORT_PNG)
-    plt.close(fig)
-
-    written = {"png": out / REPORT_PNG, "html": out / REPORT_HTML}
-    if table is not None:
-        js, md = folds.write_table(out, table)
-        written.update(json=js, markdown=md)
-    written["html"].write_text(_html(title, out / REPORT_PNG, table, runs))
-    return written
+    if table is None:
+        return
+    rows = _table_rows(table, short=True)
+    tab = ax.table(cellText=rows[1:], colLabels=rows[0], loc="upper center", cellLoc="center")
+    tab.auto_set_font_size(False)
+    tab.set_fontsize(8)
+    tab.scale(1, 1.3)
+    ax.set_title("fold table (test, %)")
 
 
 def _legend(ax, empty_text: str) -> None:

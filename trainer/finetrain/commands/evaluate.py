@@ -1,11 +1,14 @@
 """`finetrain eval`, `finetrain predict` and `finetrain report`: using and reading a trained run.
 
-Heavy imports (torch, matplotlib, the model) happen inside the commands so `--help` stays fast.
+Heavy imports (torch, matplotlib, the model) happen inside the commands so `--help` stays fast. Each
+command turns the trainer's own errors (`FinetrainError`), the store contract's (`SchemaError`) and a
+missing file into one line on stderr and exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -14,6 +17,29 @@ import typer
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def _one_line(call: Callable, *args, **kwargs):
+    """`call(...)`, with an expected failure printed as one line (exit code 2)."""
+    from fineschema.errors import SchemaError
+    from finetrain.errors import FinetrainError
+
+    try:
+        return call(*args, **kwargs)
+    except (FinetrainError, SchemaError, FileNotFoundError) as exc:
+        _fail(" ".join(str(exc).split()))
+
+
+def _report_runs(run: list[Path] | None, runs: list[Path] | None, merge: bool) -> list[Path]:
+    all_runs = list(run or []) + list(runs or [])
+    if not all_runs:
+        _fail("give a run: `finetrain report --run RUN` or `finetrain report --merge RUN1 RUN2 ...`")
+    if len(all_runs) > 1 and not merge:
+        _fail("several runs given; add --merge to merge their folds into one report")
+    for r in all_runs:
+        if not r.is_dir():
+            _fail(f"{r}: no run directory here")
+    return all_runs
 
 
 def report(
@@ -28,25 +54,15 @@ def report(
 
     `finetrain report --run RUN`, or `finetrain report --merge RUN1 RUN2 ...` for folds run as separate jobs.
     """
-    from finetrain.report import REPORT_DIR, render
+    from finetrain.report import render
+    from finetrain.rundir import RunDir
     from finetrain.runinfo import run_dataset
 
-    all_runs = list(run or []) + list(runs or [])
-    if not all_runs:
-        _fail("give a run: `finetrain report --run RUN` or `finetrain report --merge RUN1 RUN2 ...`")
-    if len(all_runs) > 1 and not merge:
-        _fail("several runs given; add --merge to merge their folds into one report")
-    for r in all_runs:
-        if not r.is_dir():
-            _fail(f"{r}: no run directory here")
+    all_runs = _report_runs(run, runs, merge)
     if out is None:
-        out = all_runs[0] / REPORT_DIR if len(all_runs) == 1 else Path(
+        out = RunDir(all_runs[0]).report if len(all_runs) == 1 else Path(
             os.path.commonpath([p.resolve() for p in all_runs])) / "merged-report"
-    dataset = dataset or run_dataset(all_runs[0])
-    try:
-        written = render(all_runs, out, title=title, dataset=dataset)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+    written = _one_line(render, all_runs, out, title=title, dataset=dataset or run_dataset(all_runs[0]))
     for kind, path in written.items():
         typer.echo(f"{kind:9s} {path}")
     if "markdown" in written:
@@ -54,36 +70,52 @@ def report(
 
 
 def evaluate(
-    run: Path = typer.Option(..., "--run", help="A run folder (one fold, or a `--fold all` run with fold*/)."),
+    run: Path = typer.Option(..., "--run", help="A run folder (one fold, or a `--fold all` run with fold<K>/)."),
     store: Path = typer.Option(..., "--store", help="The store to evaluate on: the run's own or another dataset's."),
     fold: int | None = typer.Option(None, "--fold", help="Only the model trained on this fold."),
     clips: str = typer.Option("auto", "--clips", help="test: the store's test clips of each model's fold; "
                               "all: every labelled clip; auto: test when the store has that fold."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/eval/STORE-NAME)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    descriptions_model: str | None = typer.Option(
+        None, "--descriptions-model", help="The describer whose descriptions the clips are scored with "
+        "(sets the run config's data.descriptions_model); needed when the store holds several sets and "
+        "the run named none."),
+    descriptions_prompt: str | None = typer.Option(
+        None, "--descriptions-prompt", help="The prompt id (or hash) of that describer "
+        "(data.descriptions_prompt); needed when it has several."),
 ) -> None:
     """Score a trained run on a store; classes of another dataset are matched by canonical name.
 
     Writes per-clip predictions (Parquet) and the fold table (JSON + Markdown).
     """
-    from fineschema import StoreError
-    from finetrain.checkpoint import CheckpointError
-    from finetrain.config import ConfigError
-    from finetrain.crossdata import ClassMappingError, evaluate_run
+    from finetrain.crossdata import DescriptionSet, evaluate_run
 
     if not run.is_dir():
         _fail(f"{run}: no run directory here")
-    try:
-        table = evaluate_run(run, store, out=out, fold=fold, clips=clips, device=device)
-    except (StoreError, ConfigError, CheckpointError, ClassMappingError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+    chosen = DescriptionSet(descriptions_model, descriptions_prompt)
+    table = _one_line(evaluate_run, run, store, out=out, fold=fold, clips=clips, device=device, descriptions=chosen)
     typer.echo(table["paths"]["markdown_text"])
     typer.echo(f"fold table: {table['paths']['json']}")
 
 
+def _print_predictions(results, run: Path, top_k: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"finetrain predict ({run})")
+    table.add_column("video")
+    for i in range(top_k):
+        table.add_column(f"#{i + 1}")
+    for r in results:
+        cells = [f"{name} {100 * p:.1f}%" for name, p in r.top] if r.top else [f"[red]{r.status}[/]: {r.error}"]
+        table.add_row(r.path, *cells)
+    Console().print(table)
+
+
 def predict(
     videos: list[Path] = typer.Argument(..., help="Video files (or folders of frames) to classify."),
-    run: Path = typer.Option(..., "--run", help="A trained run folder (or one fold*/ sub-run)."),
+    run: Path = typer.Option(..., "--run", help="A trained run folder (or one fold<K>/ sub-run)."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many classes to show per video."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
@@ -92,29 +124,13 @@ def predict(
                                     "(default: the lowest)."),
 ) -> None:
     """Top-k expression classes with probabilities for each video, extracted in-process by the pipeline."""
-    from finetrain.checkpoint import CheckpointError
-    from finetrain.config import ConfigError
-    from finetrain.predict import PredictError, predict_videos, results_json
+    from finetrain.predict import predict_videos, results_json
 
-    try:
-        results = predict_videos(run, videos, top_k=top_k, device=device, landmarker=landmarker, fold=fold)
-    except (PredictError, ConfigError, CheckpointError) as exc:
-        _fail(str(exc))
+    results = _one_line(predict_videos, run, videos, top_k=top_k, device=device, landmarker=landmarker, fold=fold)
     if as_json:
         typer.echo(results_json(results))
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"finetrain predict ({run})")
-        table.add_column("video")
-        for i in range(top_k):
-            table.add_column(f"#{i + 1}")
-        for r in results:
-            cells = [f"{name} {100 * p:.1f}%" for name, p in r.top] if r.top else \
-                [f"[red]{r.status}[/]: {r.error}"]
-            table.add_row(r.path, *cells)
-        Console().print(table)
+        _print_predictions(results, run, top_k)
     if any(r.top is None for r in results):
         raise typer.Exit(code=1)
 
