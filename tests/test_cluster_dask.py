@@ -180,30 +180,59 @@ def test_a_chunk_that_runs_twice_is_written_once(tmp_path, monkeypatch):
     import torch
     from describe_store import make_store
 
-    from fineprep.describe import dispatch
+    from fineprep.describe import step
     from fineprep.describe.runner import DescribeConfig
 
     torch.set_num_threads(1)
     monkeypatch.setenv("FINECLIP_CACHE", str(tmp_path / "cache"))
     store = make_store(tmp_path / "store", n=3)
     cfg = DescribeConfig(store=store, model="tiny-random", engine="hf", frames=4, max_tokens=8)
-    job = dispatch.ChunkJob(cfg, (("clip000", 0), ("clip002", 2)), "dfew")
-    first = dispatch.describe_chunk(job)
-    assert (first.described, first.failed, first.reused) == (2, 0, False)
+    job = step.ChunkJob(step.JobSetup.resolve(cfg, "dfew"), (("clip000", 0), ("clip002", 2)))
+    with step.Engines() as engines:
+        first = step.describe_chunk(job, engines)
+    assert first == job.part_path and first.name.startswith("part-")
 
     def no_engine(*args, **kwargs):
         raise AssertionError("a finished chunk must not load a model")
 
-    dispatch._ENGINES.clear()
-    monkeypatch.setattr(dispatch, "make_engine", no_engine)
-    second = dispatch.describe_chunk(job)
-    assert second.reused and second.part == first.part
-    assert (second.described, second.output_tokens, second.raw) == (first.described, first.output_tokens, first.raw)
+    mtime = first.stat().st_mtime_ns
+    assert step.describe_chunk(job, step.Engines(no_engine)) == first
     parts = list((store / layout.DESCRIPTIONS_DIR).iterdir())
-    assert [p.name for p in parts] == [Path(first.part).name]       # no second file, no temp file left
+    assert parts == [first] and first.stat().st_mtime_ns == mtime      # no second file, no temp file left
     assert pq.read_table(parts[0]).column("clip_id").to_pylist() == ["clip000", "clip002"]
-    name = dispatch.part_name
-    assert name("m", "h", ["b", "a"]) == name("m", "h", ["a", "b"]) != name("m", "h", ["a"]) != name("n", "h", ["a"])
+    swapped = step.ChunkJob(job.setup, (("clip002", 2), ("clip000", 0)))
+    assert swapped.part_name == job.part_name != step.ChunkJob(job.setup, job.clips[:1]).part_name
+    assert step.ChunkJob(job.setup, job.clips, attempt=1).part_name != job.part_name
+
+
+def test_dask_writes_the_parts_the_local_run_names(tmp_path, monkeypatch):
+    """The same chunks get the same part names on a Dask cluster as in one process, and a second Dask
+    run finds every part and writes nothing."""
+    from dataclasses import replace
+
+    from describe_store import make_store
+    from distributed import LocalCluster
+
+    from fineprep.describe.executors import DaskExecutor
+    from fineprep.describe.runner import DescribeConfig, plan_describe, run_describe
+
+    monkeypatch.setenv("FINECLIP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    store = make_store(tmp_path / "store", n=5)
+    cfg = DescribeConfig(store=store, model="tiny-random", engine="hf", frames=2, max_tokens=4, chunk=2)
+    planned = sorted(job.part_name for job in plan_describe(cfg, log=lambda m: None).jobs)
+    local = run_describe(replace(cfg, store=make_store(tmp_path / "local", n=5)), progress=False, log=lambda m: None)
+    assert sorted(p.name for p in local.parts) == planned
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
+        s = run_describe(cfg, progress=False, log=lambda m: None, executor=DaskExecutor(lc.scheduler_address))
+        assert (s.described, s.failed) == (5, 0)
+        assert sorted(p.name for p in s.parts) == planned and len(planned) == 3
+        before = {p.name: p.stat().st_mtime_ns for p in (store / layout.DESCRIPTIONS_DIR).iterdir()}
+        msgs = []
+        again = run_describe(cfg, progress=False, log=msgs.append, executor=DaskExecutor(lc.scheduler_address))
+    assert again.skipped == 5 and again.parts == [] and "nothing to do" in msgs[0]
+    assert {p.name: p.stat().st_mtime_ns for p in (store / layout.DESCRIPTIONS_DIR).iterdir()} == before
 
 
 def _stand_in_slurm(folder: Path) -> Path:

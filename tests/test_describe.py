@@ -276,21 +276,68 @@ def test_resume_after_killed_process(tmp_path):
     assert sorted(ids) == [f"clip{i:03d}" for i in range(12)]
 
 
+def _part_times(store: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in writer.parts_dir(store).iterdir()}
+
+
+def test_parts_are_named_by_the_plan_and_a_second_run_writes_nothing(tmp_path):
+    from fineprep.describe.runner import plan_describe
+
+    store = make_store(tmp_path, n=5)
+    planned = [job.part_name for job in plan_describe(_cfg(store, chunk=2), log=lambda m: None).jobs]
+    s = run_describe(_cfg(store, chunk=2), progress=False, log=lambda m: None)
+    assert [p.name for p in s.parts] == planned and len(set(planned)) == 3
+    assert all(n.startswith("part-") and len(n) == len("part-") + 20 + len(".parquet") for n in planned)
+    before = _part_times(store)
+
+    def no_engine(*a, **k):
+        raise AssertionError("a finished job must not load a model")
+
+    again = run_describe(_cfg(store, chunk=2), engine_factory=no_engine, progress=False, log=lambda m: None)
+    assert (again.skipped, again.described, again.parts) == (5, 0, []) and _part_times(store) == before
+
+
+def test_a_failed_clip_is_retried_into_a_new_part(tmp_path):
+    """Same clips, same settings, but an error row already there: the retry must not be taken for done."""
+    bad = {"clip_id": "broken", "dataset": "dfew", "status": "ok", "store_index": 99}
+    store = make_store(tmp_path, n=1, extra_rows=[bad])
+    first = run_describe(_cfg(store, chunk=1), progress=False, log=lambda m: None)
+    second = run_describe(_cfg(store, chunk=1), progress=False, log=lambda m: None)
+    assert (first.described, first.failed, second.skipped, second.failed) == (1, 1, 1, 1)
+    assert len(second.parts) == 1 and second.parts[0] not in first.parts
+    assert len(writer.part_files(store)) == 3
+
+
+def test_stale_temps_of_a_killed_run_are_removed(tmp_path):
+    store = make_store(tmp_path, n=2)
+    writer.parts_dir(store).mkdir()
+    stale = writer.parts_dir(store) / ".part-0123456789abcdef0123.parquet.4242.ab12cd34.tmp"
+    stale.write_bytes(b"half a parquet file")
+    run_describe(_cfg(store), progress=False, log=lambda m: None)
+    assert not stale.exists() and len(writer.part_files(store)) == 1
+
+
 @pytest.mark.slow
-def test_procs_runs_one_process_per_shard(tmp_path):
+def test_procs_and_local_write_the_same_parts(tmp_path):
+    """`--procs 2`: two worker processes take the chunks; the parts are the ones one process writes,
+    and a second run writes nothing."""
     from typer.testing import CliRunner
 
     from fineprep.cli import app
 
-    store = make_store(tmp_path, n=6)
-    r = CliRunner().invoke(app, ["describe", "--store", str(store), "--model", "tiny-random", "--engine", "hf",
-                                 "--frames", "2", "--max-tokens", "4", "--procs", "2"])
+    local, pooled = make_store(tmp_path / "local", n=6), make_store(tmp_path / "pooled", n=6)
+    run_describe(_cfg(local, frames=2, max_tokens=4, chunk=2), progress=False, log=lambda m: None)
+    argv = ["describe", "--store", str(pooled), "--model", "tiny-random", "--engine", "hf", "--frames", "2",
+            "--max-tokens", "4", "--chunk", "2", "--procs", "2", "--no-progress"]
+    r = CliRunner().invoke(app, argv)
     assert r.exit_code == 0, r.output
-    assert "shard 0/2: rc=0" in r.output and "shard 1/2: rc=0" in r.output
-    names = [p.name for p in writer.part_files(store)]
-    assert any("-s0of2-" in n for n in names) and any("-s1of2-" in n for n in names)
-    ids = pq.read_table(writer.parts_dir(store))["clip_id"].to_pylist()
+    assert "2 describe processes" in r.output and "described 6, failed 0" in r.output
+    assert sorted(_part_times(pooled)) == sorted(_part_times(local)) and len(_part_times(local)) == 3
+    ids = pq.read_table(writer.parts_dir(pooled))["clip_id"].to_pylist()
     assert sorted(ids) == [f"clip{i:03d}" for i in range(6)]
+    before = _part_times(pooled)
+    r = CliRunner().invoke(app, argv)
+    assert r.exit_code == 0 and "nothing to do" in r.output and _part_times(pooled) == before
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -302,6 +349,11 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "manifest.parquet is missing" in r.output
     r = CliRunner().invoke(app, ["describe", "--store", str(tmp_path), "--shard", "2/2"])
     assert r.exit_code == 2 and "0 <= i < N" in r.output
+    store = make_store(tmp_path / "s", n=1)
+    r = CliRunner().invoke(app, ["describe", "--store", str(store), "--model", "tiny-random", "--prompt", "nope"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "unknown prompt id 'nope'" in r.output
+    r = CliRunner().invoke(app, ["describe", "--store", str(store), "--procs", "2", "--scheduler", "tcp://x:1"])
+    assert r.exit_code == 2 and "either --procs or --scheduler" in r.output
 
 
 # --- the OpenAI engine: retries and per-clip failure isolation --------------------------------
@@ -368,7 +420,7 @@ def test_openai_engine_retries_and_isolates_failures(tmp_path):
 def test_openai_engine_unreachable_is_one_line(tmp_path):
     store = make_store(tmp_path, n=1)
     opts = {"endpoint": "http://127.0.0.1:9/v1", "retries": 0, "timeout": 2}
-    with pytest.raises(RuntimeError, match="cannot list models at http://127.0.0.1:9/v1"):
+    with pytest.raises(DescribeError, match="cannot list models at http://127.0.0.1:9/v1"):
         run_describe(_cfg(store, engine="openai", options=opts), progress=False, log=lambda m: None)
 
 

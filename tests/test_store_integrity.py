@@ -286,10 +286,10 @@ def test_temporary_files_of_unfinished_writes_are_removed(tmp_path):
 
     desc = dwriter.parts_dir(out)
     desc.mkdir()
-    mine, other_shard = desc / ".part-s0of2-1-ab.parquet.tmp", desc / ".part-s1of2-1-cd.parquet.tmp"
+    mine, other_shard = desc / ".part-aaaa.parquet.4242.ab.tmp", desc / ".part-bbbb.parquet.4243.cd.tmp"
     for p in (mine, other_shard):
         p.write_bytes(b"x")
-    assert dwriter.remove_stale_temps(out, (0, 2)) == 1
+    assert dwriter.remove_stale_temps(out, (0, 2), ["part-aaaa.parquet"]) == 1   # the parts shard 0 will write
     assert not mine.exists() and other_shard.exists()       # shard 1 may be writing it now
 
 

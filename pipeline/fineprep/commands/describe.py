@@ -34,7 +34,7 @@ def describe(
     refine: bool = typer.Option(True, "--refine/--no-refine", help="Strip words that name or imply a class (lexicon rules)."),
     refine_llm: bool = typer.Option(False, "--refine-llm", help="Also rewrite with a text-only pass of the same model first."),
     shard: str = typer.Option("0/1", help="i/N: this process takes the clips whose id hashes to i."),
-    procs: int = typer.Option(1, min=1, help="Start this many shard processes (--shard i/procs each) and wait."),
+    procs: int = typer.Option(1, min=1, help="Describe in this many processes (one engine each); chunks go to whichever is free."),
     gpus: str = typer.Option(None, help="With --procs: comma-separated GPU ids, one per process (CUDA_VISIBLE_DEVICES)."),
     scheduler: str = typer.Option(None, help="Dask scheduler address: one task per chunk on its (GPU) workers."),
     template: str = typer.Option(None, help="Prompt template for models without a chat template: {media} and {prompt}."),
@@ -44,28 +44,11 @@ def describe(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Describe how each clip's face moves, with a multimodal LLM; resumable, one Parquet part per chunk."""
-    from fineprep.describe.registry import ModelError
-    from fineprep.describe.runner import DescribeConfig, DescribeError, parse_shard, run_describe
+    from fineprep.describe.runner import DescribeConfig, parse_shard, run_describe
     from fineprep.describe.writer import writing
-    from fineschema import StoreError
+    from fineprep.errors import FineprepError
+    from fineschema.errors import SchemaError
 
-    if procs > 1:
-        from fineprep.describe.procs import run_procs
-
-        if shard != "0/1":
-            typer.echo("error: use either --procs or --shard, not both", err=True)
-            raise typer.Exit(2)
-        argv = ["--store", str(store), "--model", model, "--engine", engine.value, "--frames", str(frames),
-                "--chunk", str(chunk), "--max-tokens", str(max_tokens), "--concurrency", str(concurrency),
-                "--seed", str(seed), "--gpu-memory-utilization", str(gpu_memory_utilization),
-                "--refine" if refine else "--no-refine"]
-        for flag, value in (("--endpoint", endpoint), ("--served-model", served_model), ("--prompt", prompt),
-                            ("--template", template), ("--frames-as", frames_as.value if frames_as else None)):
-            if value is not None:
-                argv += [flag, value]
-        if refine_llm:
-            argv.append("--refine-llm")
-        raise typer.Exit(run_procs(argv, procs, gpus.split(",") if gpus else None, log=typer.echo))
     try:
         cfg = DescribeConfig(
             store=store, model=model, engine=engine.value, frames=frames, chunk=chunk, max_tokens=max_tokens,
@@ -74,16 +57,30 @@ def describe(
             options={"endpoint": endpoint, "served_model": served_model, "concurrency": concurrency,
                      "gpu_memory_utilization": gpu_memory_utilization},
         )
+        executor = _executor(procs, gpus, scheduler)
         with writing(cfg.store, cfg.shard):
-            if scheduler:
-                from fineprep.describe.dispatch import run_describe_dask
-
-                s = run_describe_dask(cfg, scheduler, progress=progress, log=typer.echo)
-            else:
-                s = run_describe(cfg, progress=progress, log=typer.echo)
-    except (DescribeError, ModelError, KeyError, RuntimeError, StoreError) as exc:
+            summary = run_describe(cfg, progress=progress, log=typer.echo, executor=executor)
+    except (FineprepError, SchemaError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    _report(summary)
+
+
+def _executor(procs: int, gpus: str | None, scheduler: str | None):
+    """Where the chunks run: this process, `procs` processes, or a Dask cluster."""
+    from fineprep.describe.config import DescribeError
+    from fineprep.describe.executors import DaskExecutor, LocalExecutor, PoolExecutor
+
+    if scheduler and procs > 1:
+        raise DescribeError("use either --procs or --scheduler, not both")
+    if scheduler:
+        return DaskExecutor(scheduler)
+    if procs > 1:
+        return PoolExecutor(procs, gpus.split(",") if gpus else None)
+    return LocalExecutor()
+
+
+def _report(s) -> None:
     if s.described or s.failed:
         pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"  # noqa: E731
         typer.echo(

@@ -1,52 +1,36 @@
-"""The describe job: which clips, in which chunks, through which engine, into which parts.
+"""The describe job: which clips, in which chunks, mapped by which executor, summed up how.
 
 Clips are the manifest's `ok` rows. `--shard i/N` keeps the clips whose id hashes to i (stable
 across runs and machines), so N processes, one per GPU, share a job without talking to each other.
-Clips already described with the same model and prompt hash are skipped before any model loads.
+Clips already described with the same model and prompt hash are skipped before any model loads. The
+rest is cut into chunks (step.ChunkJob) the same way for every executor, so a chunk's part has the
+same name whichever executor writes it, and a re-run does no chunk twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from fineschema import layout, read_manifest, tables
 
 from ..errors import FineprepError
 from . import writer
-from .engines.base import ClipRequest, Engine, GenerationSettings, Result, error_text, make_engine
-from .prompting import build_messages, clip_media
-from .refine import leak_rate, llm_refine, refine_text
-from .registry import FramesAs, resolve
+from .config import DescribeConfig, DescribeError, parse_shard
+from .engines.base import Engine, error_text, make_engine
+from .executors import LocalExecutor
+from .refine import leak_rate
+from .step import RANDOM_WEIGHTS_NOTE, ChunkJob, JobSetup
 
-RANDOM_WEIGHTS_NOTE = "written by a model with random weights: the text is meaningless"
-
-
-class DescribeError(FineprepError, RuntimeError):
-    """A problem with the job as a whole (store, model, shard), as one line."""
-
-
-@dataclass
-class DescribeConfig:
-    store: Path
-    model: str = "llava"
-    engine: str = "vllm"
-    frames: int = 8
-    chunk: int = 512
-    max_tokens: int = 160
-    prompt_id: str | None = None
-    refine: bool = True
-    refine_llm: bool = False
-    shard: tuple[int, int] = (0, 1)
-    template: str | None = None
-    frames_as: FramesAs | None = None
-    seed: int = 0
-    options: dict = field(default_factory=dict)   # engine options: endpoint, concurrency, device, ...
+__all__ = ["RANDOM_WEIGHTS_NOTE", "DescribeConfig", "DescribeError", "Plan", "Summary", "parse_shard",
+           "plan_describe", "run_describe", "select_clips", "shard_of"]
 
 
 @dataclass
@@ -60,6 +44,8 @@ class Summary:
     leak_before: float | None = None
     leak_after: float | None = None
     parts: list[Path] = field(default_factory=list)
+    raw: list[str] = field(default_factory=list, repr=False)       # ok texts, for the leak rates
+    refined: list[str] = field(default_factory=list, repr=False)
 
     @property
     def clips_per_s(self) -> float:
@@ -69,16 +55,25 @@ class Summary:
     def tokens_per_s(self) -> float:
         return self.output_tokens / self.seconds if self.seconds else 0.0
 
+    def add_part(self, path: Path) -> None:
+        """Count a part the step returned (written now, or found written by an earlier try)."""
+        t = pq.read_table(path, columns=["status", "output_tokens", "raw_text", "refined_text"]).to_pydict()
+        ok = [s == writer.STATUS_OK for s in t["status"]]
+        self.parts.append(Path(path))
+        self.described += sum(ok)
+        self.failed += len(ok) - sum(ok)
+        self.output_tokens += sum(n or 0 for n in t["output_tokens"])
+        good = [(r, f) for r, f, g in zip(t["raw_text"], t["refined_text"], ok, strict=True) if g and r]
+        self.raw += [r for r, _ in good]
+        self.refined += [f for _, f in good if f]
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """'i/N' -> (i, N) with 0 <= i < N."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise DescribeError(f"--shard must look like i/N (e.g. 0/4), got {text!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise DescribeError(f"--shard {text}: need 0 <= i < N")
-    return i, n
+    def finish(self, seconds: float, dataset: str | None, refined: bool) -> None:
+        import fineprompts
+
+        lexicon = fineprompts.load_lexicon(dataset)
+        self.seconds = seconds
+        self.leak_before = leak_rate(self.raw, lexicon)
+        self.leak_after = leak_rate(self.refined, lexicon) if refined else self.leak_before
 
 
 def shard_of(clip_id: str, n: int) -> int:
@@ -99,115 +94,79 @@ def select_clips(store: Path, shard: tuple[int, int]) -> tuple[list[tuple[str, i
     return clips, dataset
 
 
-def _open_frames(store: Path):
-    import zarr
-
-    path = store / layout.ARRAYS_DIR
-    try:
-        return zarr.open_group(str(path), mode="r")["frames"]
-    except Exception as exc:
-        raise DescribeError(f"cannot open frames in {path}: {error_text(exc)}") from exc
-
-
 @dataclass
 class Plan:
-    """What a describe job has left to do: the same for the local runner and the Dask dispatch."""
+    """What a describe job has left to do, as chunks: the same for every executor."""
 
-    instruction: str
-    prompt_id: str
-    prompt_hash: str
-    spec: object            # registry.ModelSpec
-    dataset: str | None
-    todo: list              # (clip_id, store_index) pairs not yet described by this model and prompt
+    setup: JobSetup
+    jobs: list[ChunkJob]
     summary: Summary
 
 
 def plan_describe(cfg: DescribeConfig, log: Callable[[str], None] = print) -> Plan:
-    """Resolve the prompt and model, pick this shard's clips and drop those already described."""
-    import fineprompts
-
-    instruction, prompt_hash = fineprompts.load_instruction(cfg.prompt_id)
-    prompt_id = cfg.prompt_id or fineprompts.default_instruction_id()
-    spec = resolve(cfg.model, cfg.template, cfg.frames_as)
-    clips, dataset = select_clips(Path(cfg.store), cfg.shard)
-    done = writer.done_clip_ids(Path(cfg.store), spec.record_name, prompt_hash)
+    """Resolve the prompt and model, pick this shard's clips, drop those already described, cut the rest."""
+    store = Path(cfg.store)
+    clips, dataset = select_clips(store, cfg.shard)
+    setup = JobSetup.resolve(cfg, dataset)
+    model = setup.spec.record_name
+    done = writer.done_clip_ids(store, model, setup.prompt_hash)
+    failures = writer.failed_before(store, model, setup.prompt_hash)
     todo = [c for c in clips if c[0] not in done]
-    summary = Summary(selected=len(clips), skipped=len(clips) - len(todo))
+    chunks = [tuple(todo[lo:lo + cfg.chunk]) for lo in range(0, len(todo), cfg.chunk)]
+    jobs = [ChunkJob(setup, chunk, sum(failures[c] for c, _ in chunk)) for chunk in chunks]
     if not todo:
-        log(f"nothing to do: {len(clips)} clips already described by {spec.record_name} with prompt {prompt_id}")
-    elif spec.random_weights:
+        log(f"nothing to do: {len(clips)} clips already described by {model} with prompt {setup.prompt_id}")
+    elif setup.spec.random_weights:
         log(f"model {cfg.model}: random weights, the descriptions are meaningless text (plumbing only)")
-    return Plan(instruction, prompt_id, prompt_hash, spec, dataset, todo, summary)
+    return Plan(setup, jobs, Summary(selected=len(clips), skipped=len(clips) - len(todo)))
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[int, Summary, float], None]]:
+    """A bar of clips done, elapsed, ETA and rates; yields `advance(clips, summary, seconds)`."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn("describe"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+               TimeRemainingColumn(), TextColumn("{task.fields[rate]}")]
+    with Progress(*columns, disable=not enabled, transient=False) as bar:
+        task = bar.add_task("describe", total=total, rate="")
+
+        def advance(clips: int, s: Summary, seconds: float) -> None:
+            seconds = max(seconds, 1e-9)
+            bar.update(task, advance=clips, rate=f"{(s.described + s.failed) / seconds:.2f} clips/s  "
+                                                 f"{s.output_tokens / seconds:.1f} out tok/s")
+        yield advance
 
 
 def run_describe(cfg: DescribeConfig, engine_factory: Callable[..., Engine] = make_engine,
-                 progress: bool = True, log: Callable[[str], None] = print) -> Summary:
-    import fineprompts
-
-    store = Path(cfg.store)
+                 progress: bool = True, log: Callable[[str], None] = print, executor=None) -> Summary:
+    """Plan the job, map the step over its chunks with `executor` (in this process by default), and sum
+    up the parts as they come back. A lost chunk (its worker kept dying) is counted failed and logged."""
+    cfg = replace(cfg, store=Path(cfg.store).resolve())   # pool and Dask workers need the path, not our cwd
     plan = plan_describe(cfg, log)
-    instruction, prompt_id, prompt_hash = plan.instruction, plan.prompt_id, plan.prompt_hash
-    spec, dataset, todo, summary = plan.spec, plan.dataset, plan.todo, plan.summary
-    if not todo:
+    summary = plan.summary
+    if not plan.jobs:
         return summary
-    lexicon = fineprompts.load_lexicon(dataset)
-    frames_arr = _open_frames(store)
-    settings = GenerationSettings(max_tokens=cfg.max_tokens, seed=cfg.seed, options=cfg.options)
-    tag = f"s{cfg.shard[0]}of{cfg.shard[1]}"
-    refine_instruction = fineprompts.load_instruction("refine-v1")[0] if cfg.refine_llm else None
-    raw_all, refined_all = [], []
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = [TextColumn("describe"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[rate]}")]
-    try:
-        engine = engine_factory(cfg.engine, spec, settings)
-    except (ImportError, OSError, RuntimeError, ValueError) as exc:
-        raise DescribeError(f"cannot load model {spec.model_id or cfg.model} with the {cfg.engine} engine: "
-                            f"{error_text(exc)}") from exc
-    with engine, Progress(*columns, disable=not progress, transient=False) as bar:
-        start = time.perf_counter()  # rates count work, not the model load
-        task = bar.add_task("describe", total=len(todo), rate="")
-        for lo in range(0, len(todo), cfg.chunk):
-            chunk = todo[lo:lo + cfg.chunk]
-            requests, failed = [], {}
-            for clip_id, index in chunk:
-                try:
-                    media = clip_media(frames_arr[index], spec, cfg.frames)
-                    requests.append(ClipRequest(clip_id, media, build_messages(instruction, media)))
-                except Exception as exc:
-                    failed[clip_id] = Result(clip_id, error=f"reading frames (store_index {index}): {error_text(exc)}")
-            got = {r.clip_id: r for r in engine.describe(requests)} if requests else {}
-            results = [failed.get(c) or got[c] for c, _ in chunk]
-            raw = [r.text if r.ok else None for r in results]
-            if cfg.refine and cfg.refine_llm:
-                refined = llm_refine(raw, engine, refine_instruction, lexicon)
-            elif cfg.refine:
-                refined = [refine_text(t, lexicon) for t in raw]
+    writer.remove_stale_temps(cfg.store, cfg.shard, [job.part_name for job in plan.jobs])
+    executor = executor or LocalExecutor(engine_factory)
+    with executor.session(plan.setup, log) as run, _progress(summary.selected - summary.skipped, progress) as advance:
+        start = time.perf_counter()
+        for job, outcome in run(plan.jobs):
+            if isinstance(outcome, FineprepError):
+                raise outcome
+            if isinstance(outcome, BaseException):
+                summary.failed += len(job.clips)
+                log(f"chunk of {len(job.clips)} clips ({job.clips[0][0]} ...) lost: {error_text(outcome)}; "
+                    "re-run to retry")
             else:
-                refined = list(raw)
-            rows = []
-            for r, ref in zip(results, refined, strict=True):
-                rows.append({
-                    "clip_id": r.clip_id, "model": spec.record_name, "engine": engine.name,
-                    "prompt_id": prompt_id, "prompt_hash": prompt_hash, "raw_text": r.text,
-                    "refined_text": ref, "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens,
-                    "random_weights": spec.random_weights,
-                    "status": writer.STATUS_OK if r.ok else writer.STATUS_ERROR,
-                    "error": r.error,
-                })
-                summary.output_tokens += r.output_tokens or 0
-                summary.described += r.ok
-                summary.failed += not r.ok
-            note = RANDOM_WEIGHTS_NOTE if spec.random_weights else None
-            summary.parts.append(writer.write_part(store, rows, tag, note=note))
-            raw_all += [t for t in raw if t]
-            refined_all += [t for t, r in zip(refined, raw, strict=True) if r]
-            elapsed = time.perf_counter() - start
-            bar.update(task, advance=len(chunk),
-                       rate=f"{(lo + len(chunk)) / elapsed:.2f} clips/s  {summary.output_tokens / elapsed:.1f} out tok/s")
-    summary.seconds = time.perf_counter() - start
-    summary.leak_before = leak_rate(raw_all, lexicon)
-    summary.leak_after = leak_rate(refined_all, lexicon) if cfg.refine else summary.leak_before
+                summary.add_part(outcome)
+            advance(len(job.clips), summary, time.perf_counter() - start)
+    summary.finish(time.perf_counter() - start, plan.setup.dataset, cfg.refine)
     return summary

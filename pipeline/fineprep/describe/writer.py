@@ -1,15 +1,15 @@
 """Description parts: one Parquet file per finished chunk, written aside and renamed into place.
 
-A part is durable once renamed, so a crash loses at most the chunk in flight. Resume reads the
-parts back: a clip is done for (model, prompt hash) when it has an `ok` row for them; failed clips
-are tried again on the next run (their old error rows stay, readers take the newest row).
+A part is named after its content (step.ChunkJob.part_name) and durable once renamed, so a crash loses
+at most the chunks in flight. Resume reads the parts back: a clip is done for (model, prompt hash) when it
+has an `ok` row for them; failed clips are tried again on the next run (their old error rows stay,
+readers take the newest row).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
-import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,11 +49,18 @@ def done_clip_ids(store: Path, model: str, prompt_hash: str) -> set[str]:
     return set(t.filter(mask)["clip_id"].to_pylist())
 
 
-def write_part(store: Path, rows: list[dict], tag: str, note: str | None = None) -> Path:
-    """Write `rows` (DESCRIPTION columns) as one new part; returns its path. `note` goes into the
-    file's metadata (`fineclip_note`), e.g. that the text comes from random weights."""
-    out = parts_dir(store)
-    out.mkdir(parents=True, exist_ok=True)
+def failed_before(store: Path, model: str, prompt_hash: str) -> Counter:
+    """Error rows per clip for (model, prompt hash): a retry of failed clips goes into a part of a new name."""
+    t = read_parts(store, ["clip_id", "model", "prompt_hash", "status"])
+    mask = pc.and_(pc.and_(pc.equal(t["model"], model), pc.equal(t["prompt_hash"], prompt_hash)),
+                   pc.equal(t["status"], STATUS_ERROR))
+    return Counter(t.filter(mask)["clip_id"].to_pylist())
+
+
+def write_part(path: Path, rows: list[dict], note: str | None = None) -> Path:
+    """Write `rows` (DESCRIPTION columns) as the part `path` (aside, then renamed into place); returns it.
+    `note` goes into the file's metadata (`fineclip_note`), e.g. that the text comes from random weights."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # Parquet column is in ms
     for row in rows:
@@ -61,18 +68,17 @@ def write_part(store: Path, rows: list[dict], tag: str, note: str | None = None)
     table = tables.conform(pa.Table.from_pylist(rows), tables.DESCRIPTION)
     if note:
         table = table.replace_schema_metadata({**table.schema.metadata, b"fineclip_note": note.encode()})
-    name = f"part-{tag}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-    return write_parquet_atomic(table, out / name)
+    return write_parquet_atomic(table, path)
 
 
-def remove_stale_temps(store: Path, shard: tuple[int, int]) -> int:
-    """Delete unfinished part files a killed run of this shard left (`.part-sIofN-*.tmp`); Dask-written
-    ones (`.part-dask-*`) only when this run owns the whole store (N = 1), as other shards' are in flight."""
-    i, n = shard
-    patterns = [f".part-s{i}of{n}-*.tmp"] + ([".part-dask-*.tmp"] if n == 1 else [])
+def remove_stale_temps(store: Path, shard: tuple[int, int], parts: list[str]) -> int:
+    """Delete unfinished part files (`.part-*.tmp`) a killed run left: all of them when this run owns the
+    whole store (N = 1), else only those of the parts this shard is about to write (`parts`, the names
+    of its chunks), as the other shards' may be in flight."""
+    mine = set(parts)
     removed = 0
-    for pattern in patterns:
-        for tmp in parts_dir(store).glob(pattern):
+    for tmp in parts_dir(store).glob(".part-*.tmp"):
+        if shard[1] == 1 or tmp.name[1:].split(".parquet.")[0] + ".parquet" in mine:
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -82,7 +88,7 @@ def remove_stale_temps(store: Path, shard: tuple[int, int]) -> int:
 def writing(store: Path, shard: tuple[int, int]) -> Iterator[None]:
     """The describe job's hold on a store: its shard's writer lock (fineprep.storelock), then the same
     contract check readers make (a store from a newer schema or with a broken manifest is refused
-    before anything is written), then this shard's leftover temporary files cleared."""
+    before anything is written). The job clears its own leftover temporary files once it knows its parts."""
     from fineschema import check_store
 
     from ..storelock import shard_lock
@@ -92,7 +98,6 @@ def writing(store: Path, shard: tuple[int, int]) -> Iterator[None]:
         check_store(store)  # raises, naming the missing store
     with shard_lock(store, shard):
         check_store(store)
-        remove_stale_temps(store, shard)
         yield
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
+from ..config import DescribeError
 from ..prompting import Media
 from ..registry import ModelSpec
 
@@ -77,7 +78,7 @@ ENGINES = {
 
 def make_engine(name: str, spec: ModelSpec, settings: GenerationSettings) -> Engine:
     if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+        raise DescribeError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
     module, cls = ENGINES[name].split(":")
     try:
         return getattr(importlib.import_module(module), cls)(spec, settings)
@@ -85,7 +86,7 @@ def make_engine(name: str, spec: ModelSpec, settings: GenerationSettings) -> Eng
         hint = {"vllm": "install vLLM (`pip install vllm`, GPU) or use --engine hf / --engine openai --endpoint URL",
                 "openai": "install the describe extra: pip install -e '.[describe]'",
                 "hf": "install the describe extra: pip install -e '.[describe]'"}[name]
-        raise RuntimeError(f"the {name} engine cannot load ({exc}); {hint}") from exc
+        raise DescribeError(f"the {name} engine cannot load ({exc}); {hint}") from exc
 
 
 def error_text(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from ..config import DescribeError
 from ..prompting import openai_messages
 from ..registry import ModelSpec
 from .base import ClipRequest, Engine, GenerationSettings, Result, error_text
@@ -41,13 +42,13 @@ class OpenAIEngine(Engine):
                         timeout=self.timeout) as client:
                 served = [m.id for m in client.models.list()]
         except Exception as exc:
-            raise RuntimeError(f"cannot list models at {self.endpoint}: {error_text(exc)}; "
+            raise DescribeError(f"cannot list models at {self.endpoint}: {error_text(exc)}; "
                                "is the server up? (pass --endpoint URL)") from exc
         if self.spec.model_id in served:
             return self.spec.model_id
         if len(served) == 1:
             return served[0]
-        raise RuntimeError(f"{self.endpoint} serves {served}; name one with --served-model")
+        raise DescribeError(f"{self.endpoint} serves {served}; name one with --served-model")
 
     async def _one(self, client, sem, key: str, messages: list[dict], max_tokens: int) -> Result:
         async with sem:
