@@ -469,7 +469,12 @@ class Recipe:
                                            weight_decay=cfg.optim.weight_decay)
         self.train_loader = self.objective.train_loader(self.prep, self.model, self.world, rank)
         self.val_loader = make_loader(self.info, self.prep.split.val, self.model, cfg, train=False)
-        self.batches = len(self.train_loader.batch_sampler)
+        sampler = self.train_loader.batch_sampler
+        if self.world > 1 and sampler.n < sampler.batch_size * self.world:  # a process would get no batch, and wait
+            raise ConfigError(f"fold {self.prep.split.fold}: {sampler.n} training clips, fewer than one global batch "
+                              f"(optim.batch_size {sampler.batch_size} x {self.world} processes); lower "
+                              "optim.batch_size or start fewer processes")
+        self.batches = len(sampler)
         self.steps_per_epoch = max(1, self.batches // cfg.optim.accumulate)
         self.schedule = make_schedule(self.optimizer, cfg, self.steps_per_epoch * cfg.optim.epochs)
         if self.resume:
