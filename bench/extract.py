@@ -95,11 +95,12 @@ def ours(root: Path, store: Path, workers: int, frames: int, size: int, batch_si
     from rich.console import Console
 
     from fineprep.extract.app import extract_dataset
+    from fineprep.extract.config import ExtractConfig
 
     shutil.rmtree(store, ignore_errors=True)
     start = time.perf_counter()
-    outcome = extract_dataset(dataset="dfew", root=root, out=store, source="original", frames=frames, size=size,
-                              workers=workers, batch_size=batch_size, console=Console(quiet=True))
+    config = ExtractConfig(source="original", frames=frames, size=size, workers=workers, batch_size=batch_size)
+    outcome = extract_dataset("dfew", root, store, config, console=Console(quiet=True))
     total = time.perf_counter() - start
     stages: dict[str, float] = {}
     rss: dict[int, float] = {}

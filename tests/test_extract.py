@@ -261,6 +261,7 @@ def test_index_statuses_and_missing_media_are_recorded(tmp_path):
     from rich.console import Console
 
     from fineprep.extract.app import extract_entries
+    from fineprep.extract.config import ExtractConfig
 
     root = tmp_path / "data"
     root.mkdir()
@@ -275,9 +276,9 @@ def test_index_statuses_and_missing_media_are_recorded(tmp_path):
     ]
     path, sha = faces.resolve_landmarker(None)
     out = tmp_path / "store"
-    outcome = extract_entries(entries, dataset="folder", source="all", root=root, out=out, frames=4, size=64,
-                              workers=1, scheduler=None, limit=None, batch_size=2, overwrite=False,
-                              model_path=path, model_sha256=sha, margin=0.6, console=Console(quiet=True))
+    config = ExtractConfig(source="all", frames=4, size=64, workers=1, batch_size=2)
+    outcome = extract_entries(entries, dataset="folder", root=root, out=out, config=config, model_path=path,
+                              model_sha256=sha, console=Console(quiet=True))
     m = pq.read_table(out / layout.MANIFEST_FILE).to_pandas().set_index("clip_id")
     assert outcome.ok == 1 and m.loc["a", "label_index"] >= 0
     assert m.loc["gone", "status"] == tables.STATUS_MISSING and "gone.mp4 not found" in m.loc["gone", "error"]

@@ -283,6 +283,7 @@ def test_a_clip_that_kills_its_worker_is_retried_alone(tmp_path):
     from fineprep.entries import ClipEntry
     from fineprep.extract import faces
     from fineprep.extract.app import extract_entries
+    from fineprep.extract.config import ExtractConfig
 
     root = tmp_path / "data"
     write_frames(root / "a_good", 4, size=96)
@@ -292,10 +293,10 @@ def test_a_clip_that_kills_its_worker_is_retried_alone(tmp_path):
     path, sha = faces.resolve_landmarker(None)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="700MiB",
                       dashboard_address=":0", silence_logs=50, scheduler_kwargs={"allowed_failures": 0}) as cluster:
-        outcome = extract_entries(entries, dataset="folder", source="all", root=root, out=tmp_path / "s", frames=2,
-                                  size=64, workers=None, scheduler=cluster.scheduler_address, limit=None,
-                                  batch_size=2, overwrite=False, model_path=path, model_sha256=sha, margin=0.6,
-                                  max_pixels=10**9, console=Console(quiet=True))
+        config = ExtractConfig(source="all", frames=2, size=64, scheduler=cluster.scheduler_address, batch_size=2,
+                               max_pixels=10**9)
+        outcome = extract_entries(entries, dataset="folder", root=root, out=tmp_path / "s", config=config,
+                                  model_path=path, model_sha256=sha, console=Console(quiet=True))
     m = pq.read_table(tmp_path / "s" / layout.MANIFEST_FILE).to_pandas().set_index("clip_id")
     assert m.loc["a_good", "status"] == tables.STATUS_OK, m.loc["a_good", "error"]
     assert m.loc["b_huge", "status"] == tables.STATUS_ERROR

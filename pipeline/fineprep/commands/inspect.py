@@ -7,12 +7,23 @@ from pathlib import Path
 
 import typer
 
+from ..choices import ExportFormat
+
 
 def _fail(exc: Exception) -> typer.Exit:
     from rich.console import Console
 
     Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    """What a read-only command reports in one line: fineprep's errors and the contract's."""
+    from fineschema.errors import SchemaError
+
+    from ..errors import FineprepError
+
+    return FineprepError, SchemaError
 
 
 def show(
@@ -22,14 +33,12 @@ def show(
     frames: int = typer.Option(0, "--frames", min=0, help="Frames to show, evenly spread (0 = all stored)."),
 ) -> None:
     """Contact sheet of one clip: stored frames, parsing overlay, landmarks, label, caption, description."""
-    from fineschema import StoreError
-
-    from ..inspect import InspectError, open_store
+    from ..inspect import open_store
     from ..inspect.show import render_sheet
 
     try:
         path = render_sheet(open_store(store), clip, out, frames or None)
-    except (StoreError, InspectError) as exc:
+    except _errors() as exc:
         raise _fail(exc) from None
     typer.echo(f"wrote {path}")
 
@@ -41,14 +50,12 @@ def stats(
     """Clips per class, fold and status; face-found ratio; bytes per clip on disk."""
     from rich.console import Console
 
-    from fineschema import StoreError
-
     from ..inspect import open_store
     from ..inspect.stats import compute_stats, print_stats
 
     try:
         numbers = compute_stats(open_store(store))
-    except StoreError as exc:
+    except _errors() as exc:
         raise _fail(exc) from None
     if as_json:
         typer.echo(json.dumps(numbers, indent=2))
@@ -59,7 +66,7 @@ def stats(
 def export(
     store: Path = typer.Option(..., "--store", help="Store folder."),
     out: Path = typer.Option(..., "--out", help="Folder for the annotation files (and frame folders)."),
-    fmt: str = typer.Option("dfer-clip", "--format", help="Output format: dfer-clip (`path num_frames label`)."),
+    fmt: ExportFormat = typer.Option(ExportFormat.DFER_CLIP, "--format", help="Output format: dfer-clip (`path num_frames label`)."),
     frames: bool = typer.Option(False, "--frames/--no-frames",
                                 help="Write the stored face crops as JPG folders and point the files at them."),
     order: str = typer.Option("dfer-clip", "--order", help="Label order: dfer-clip, mae-dfer, s2d or emoclip."),
@@ -71,19 +78,13 @@ def export(
     from rich.console import Console
     from rich.progress import track
 
-    from fineschema import StoreError
-
     from ..inspect import open_store
-    from ..inspect.export import FORMATS, ORDERS, export_dfer_clip
+    from ..inspect.export import export_dfer_clip
 
-    if fmt not in FORMATS:
-        raise _fail(ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}"))
-    if order not in ORDERS:
-        raise _fail(ValueError(f"unknown label order {order!r}; choose one of {', '.join(ORDERS)}"))
     try:
         summary = export_dfer_clip(open_store(store), out, order=order, frames=frames, absolute=absolute,
                                    dataset_root=root, progress=track)
-    except StoreError as exc:
+    except _errors() as exc:
         raise _fail(exc) from None
     console = Console()
     for name, n in summary["files"].items():

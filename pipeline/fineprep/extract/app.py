@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -15,49 +16,43 @@ from fineschema import layout, tables
 from .. import storelock
 from ..errors import FineprepError
 from . import faces, parsing, runner, semaphores, store
-from .clip import Settings
+from .config import ExtractConfig
 
 
 class ExtractError(FineprepError, ValueError):
     """A problem with the whole job (dataset layout, model file, store settings): one line, then exit."""
 
 
-def extract_dataset(*, dataset: str, root: Path, out: Path, frames: int = 16, size: int = 224,
-                    source: str | None = None, labels_csv: Path | None = None, workers: int | None = None,
-                    scheduler: str | None = None, limit: int | None = None, batch_size: int = 16,
-                    overwrite: bool = False, landmarker: Path | None = None, margin: float = 0.6,
-                    landmark_mode: str = "image", strict: bool = False, max_pixels: int | None = None,
-                    memory_limit: str | None = None, parser: str = "mesh", parser_weights: Path | None = None,
-                    face: str = "primary", min_found_ratio: float = 0.25,
+def extract_dataset(dataset: str, root: Path, out: Path, config: ExtractConfig | None = None, *,
                     console: Console | None = None) -> runner.Outcome:
-    from ..datasets import SOURCES, DatasetLayoutError, index_dataset, index_report
+    """Index `dataset` at `root` (its official layout) and extract it into the store at `out`."""
+    from fineschema.errors import SchemaError
 
+    from ..datasets import SOURCES, index_dataset, index_report
+
+    config = config or ExtractConfig()
     console = console or Console(stderr=True)
+    dataset = str(dataset)  # a `choices.Dataset` from the command: the store records the plain word
     root, out = Path(root).resolve(), Path(out).resolve()
     if dataset not in SOURCES:
         raise ExtractError(f"unknown dataset {dataset!r}; choose one of {', '.join(SOURCES)}")
-    source = source or SOURCES[dataset][0]
+    source = config.source or SOURCES[dataset][0]
     try:
-        model_path, sha = faces.resolve_landmarker(landmarker)
+        model_path, sha = faces.resolve_landmarker(config.landmarker)
     except faces.ModelError as exc:
         raise ExtractError(str(exc)) from None
     if sha != faces.DEFAULT_LANDMARKER_SHA256:
         console.print(f"note: landmarker {model_path.name} sha256 {sha[:12]}... differs from the default model")
     try:
-        entries = index_dataset(dataset, root, source, labels_csv, strict=strict) if labels_csv else \
-            index_dataset(dataset, root, source, strict=strict)
-    except (DatasetLayoutError, ValueError) as exc:
+        entries = index_dataset(dataset, root, source, config.labels, strict=config.strict)
+    except (FineprepError, SchemaError) as exc:
         raise ExtractError(str(exc).splitlines()[0]) from None
     if not entries:
         raise ExtractError(f"the {dataset} index of {root} (source {source}) lists no clips")
     for line in index_report(entries):
         console.print(f"[yellow]{line}")
-    return extract_entries(entries, dataset=dataset, source=source, root=root, out=out, frames=frames, size=size,
-                           workers=workers, scheduler=scheduler, limit=limit, batch_size=batch_size,
-                           overwrite=overwrite, model_path=model_path, model_sha256=sha, margin=margin,
-                           landmark_mode=landmark_mode, max_pixels=max_pixels, memory_limit=memory_limit,
-                           parser=parser, parser_weights=parser_weights, face=face,
-                           min_found_ratio=min_found_ratio, console=console)
+    return extract_entries(entries, dataset=dataset, root=root, out=out, config=replace(config, source=source),
+                           model_path=model_path, model_sha256=sha, console=console)
 
 
 def _one_writer(fn):
@@ -77,39 +72,19 @@ def _one_writer(fn):
 
 
 @_one_writer
-def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out: Path, frames: int, size: int,
-                    workers: int | None, scheduler: str | None, limit: int | None, batch_size: int,
-                    overwrite: bool, model_path: Path, model_sha256: str, margin: float,
-                    console: Console, landmark_mode: str = "image", max_pixels: int | None = None,
-                    memory_limit: str | None = None, parser: str = "mesh",
-                    parser_weights: Path | None = None, face: str = "primary",
-                    min_found_ratio: float = 0.25) -> runner.Outcome:
-    """Extract already-indexed clips (`ClipEntry` list) into the store at `out`."""
-    from ..datasets import LABEL_SET
+def extract_entries(entries: list, *, dataset: str, root: Path, out: Path, config: ExtractConfig, model_path: Path,
+                    model_sha256: str, console: Console) -> runner.Outcome:
+    """Extract already-indexed clips (`ClipEntry` list) into the store at `out`; `config.source` names
+    the copy they were indexed from (recorded in the store)."""
+    from ..datasets import LABEL_SET, SOURCES
 
-    sha = model_sha256
-    plan = runner.make_plan(entries, batch_size, limit)
-    settings = Settings(frames=frames, size=size, margin=margin, landmark_mode=landmark_mode, parser=parser,
-                        parser_weights=str(Path(parser_weights).resolve()) if parser_weights else None,
-                        face=face, min_found_ratio=min_found_ratio)
-    try:
-        parser_record = parsing.parser_record(parser, parser_weights)
-    except parsing.ParserError as exc:
-        raise ExtractError(str(exc)) from None
-    if max_pixels is not None:
-        settings.max_pixels = max_pixels
+    if config.source is None:
+        config = replace(config, source=SOURCES.get(dataset, ("all",))[0])
+    plan = runner.make_plan(entries, config.batch_size, config.limit)
     label_set = LABEL_SET.get(dataset, dataset)
-    attrs = store.store_attrs(
-        dataset=dataset, source=source, label_set=label_set, landmark_sha256=sha,
-        settings={**settings.as_attrs(), "batch_size": batch_size}, num_clips=plan.num_clips,
-        plan_sha256=plan.digest, parser=parser_record, detector_sha256=faces.detector_sha256(model_path),
-    )
-    try:
-        resumed = store.prepare(out, attrs, overwrite, note=lambda line: console.print(f"note: {line}"))
-    except store.SettingsMismatch as exc:
-        raise ExtractError(str(exc)) from None
-    console.print(f"{dataset} ({source}): {len(plan.entries)} clips indexed, {plan.num_clips} to extract "
-                  f"in {len(plan.batches)} batches of {batch_size}; {len(plan.final)} settled by the index"
+    resumed = _prepare_store(out, dataset, label_set, plan, config, model_path, model_sha256, console)
+    console.print(f"{dataset} ({config.source}): {len(plan.entries)} clips indexed, {plan.num_clips} to extract "
+                  f"in {len(plan.batches)} batches of {config.batch_size}; {len(plan.final)} settled by the index"
                   + ("; resuming" if resumed else ""))
     done = store.done_batches(out)
     if resumed:
@@ -119,16 +94,9 @@ def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out
         # Nothing left to extract: no cluster, just the index part and the manifest.
         client = cluster = None
     else:
-        if not scheduler:
-            if orphans := semaphores.remove_orphaned_semaphores():
-                console.print(f"note: removed {orphans} semaphores left in /dev/shm by killed runs")
-            for line in runner.resource_warnings(workers, memory_limit or runner.DEFAULT_MEMORY_LIMIT,
-                                                 frames=frames, size=size):
-                console.print(f"[yellow]warning: {line}")
-        client, cluster = runner.start_client(workers, scheduler, console,
-                                              memory_limit=memory_limit or runner.DEFAULT_MEMORY_LIMIT)
+        client, cluster = _start_cluster(config, console)
     try:
-        outcome = runner.run(plan, root=root, out=out, settings=settings, model_path=str(model_path),
+        outcome = runner.run(plan, root=root, out=out, config=config, model_path=str(model_path),
                              label_names=fl.label_set(label_set), client=client, console=console)
     finally:
         if client is not None:
@@ -137,6 +105,35 @@ def extract_entries(entries: list, *, dataset: str, source: str, root: Path, out
             cluster.close()
     print_summary(outcome, out, console)
     return outcome
+
+
+def _prepare_store(out: Path, dataset: str, label_set: str, plan: runner.Plan, config: ExtractConfig,
+                   model_path: Path, model_sha256: str, console: Console) -> bool:
+    """Create the store, or check that the one there holds these settings; True when it is a resume."""
+    try:
+        parser_record = parsing.parser_record(config.parser, config.parser_weights)
+    except parsing.ParserError as exc:
+        raise ExtractError(str(exc)) from None
+    attrs = store.store_attrs(
+        dataset=dataset, source=str(config.source), label_set=label_set, landmark_sha256=model_sha256,
+        settings=config.store_settings(), num_clips=plan.num_clips, plan_sha256=plan.digest,
+        parser=parser_record, detector_sha256=faces.detector_sha256(model_path),
+    )
+    try:
+        return store.prepare(out, attrs, config.overwrite, note=lambda line: console.print(f"note: {line}"))
+    except store.SettingsMismatch as exc:
+        raise ExtractError(str(exc)) from None
+
+
+def _start_cluster(config: ExtractConfig, console: Console):
+    """A Dask client (and the local cluster it runs on, unless `config.scheduler` names one)."""
+    if not config.scheduler:
+        if orphans := semaphores.remove_orphaned_semaphores():
+            console.print(f"note: removed {orphans} semaphores left in /dev/shm by killed runs")
+        for line in runner.resource_warnings(config.workers, config.memory_limit, frames=config.frames,
+                                             size=config.size):
+            console.print(f"[yellow]warning: {line}")
+    return runner.start_client(config.workers, config.scheduler, console, memory_limit=config.memory_limit)
 
 
 def print_summary(outcome: runner.Outcome, out: Path, console: Console) -> None:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..entries import ClipEntry
-from .clip import Settings, StageTimer, extract_clip
+from .clip import StageTimer, extract_clip
+from .config import ExtractConfig
 from .faces import get_models, quiet_native_logs
 from .parsing import get_parser
 from .store import ArrayWriter, manifest_row, part_name, rows_table, write_part
@@ -23,7 +24,7 @@ class BatchSpec:
     clips: list[tuple[int, ClipEntry]]  # (store_index, entry)
     root: str
     out: str
-    settings: Settings
+    config: ExtractConfig
     model_path: str
     label_names: tuple[str, ...]
     write_part: bool = True  # False: a clip retried alone; its rows go back to the runner, which writes the part
@@ -58,9 +59,10 @@ def _keep_heap() -> None:
     """Let glibc keep freed memory for reuse in this worker process.
 
     Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, so glibc hands memory back to the
-    system after every few frames and the next frame faults it in again: the landmarker ran 9 %
-    slower in a Dask worker than in a plain process (14.7-15.6 against 13.4-14.0 ms per frame with
-    this setting; fixed mmap threshold 32 MB, trim threshold 256 MB). Linux/glibc only; elsewhere a no-op.
+    system after every few frames and the next frame faults it in again, and the landmarker runs
+    measurably slower in a Dask worker than in a plain process (BENCHMARKS.md, extract, "What changed").
+    A fixed mmap threshold (32 MB) and a 256 MB trim threshold keep the heap. Linux/glibc only;
+    elsewhere a no-op.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -129,14 +131,14 @@ def run_batch(spec: BatchSpec) -> BatchReport:
     timer = StageTimer()
     t0 = time.perf_counter()
     models = get_models(spec.model_path)
-    parser = get_parser(spec.settings.parser, spec.settings.parser_weights)
+    parser = get_parser(spec.config.parser, spec.config.parser_weights)
     writer = writer_for(spec.out)
     root = Path(spec.root)
     rows, statuses = [], {}
-    with models.tracker(spec.settings.landmark_mode) as tracker:
+    with models.tracker(spec.config.landmark_mode) as tracker:
         timer.add("setup", t0)
         for store_index, entry in spec.clips:
-            result = extract_clip(entry, root, spec.settings, models, tracker, parser, timer)
+            result = extract_clip(entry, root, spec.config, models, tracker, parser, timer)
             stored = result.arrays is not None  # ok, and few_faces (kept for inspection, not trained on)
             if stored:
                 t0 = time.perf_counter()

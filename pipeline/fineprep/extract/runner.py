@@ -27,7 +27,7 @@ from fineschema import tables
 from ..entries import ClipEntry
 from . import store
 from .batch import BatchReport, BatchSpec, run_batch, warm_up
-from .clip import Settings
+from .config import DEFAULT_MEMORY_LIMIT, ExtractConfig
 
 
 @dataclass
@@ -69,7 +69,6 @@ class Outcome:
 # Dask retries a task whose worker died 3 times by default, killing a worker each time; a batch whose
 # worker died is retried clip by clip here anyway, so one retry is enough to tell a culprit from bad luck.
 ALLOWED_FAILURES = 1
-DEFAULT_MEMORY_LIMIT = "3GiB"
 
 # What one extract worker process holds (mediapipe models, OpenCV, the store handle, one clip in flight):
 # a base plus the clip's arrays. Measured from BatchReport.peak_rss_mb on synthetic 256 px clips, 16 frames:
@@ -151,12 +150,10 @@ class _Retry:
     rows: list[dict] = field(default_factory=list)
 
 
-def run(plan: Plan, *, root: Path, out: Path, settings: Settings, model_path: str, label_names: tuple[str, ...],
-        client, console: Console) -> Outcome:
+def run(plan: Plan, *, root: Path, out: Path, config: ExtractConfig, model_path: str,
+        label_names: tuple[str, ...], client, console: Console) -> Outcome:
     """Write the index part, submit every batch without a part, and compact the manifest at the end."""
     import time
-
-    from distributed import as_completed
 
     start = time.perf_counter()
     if plan.final:
@@ -164,85 +161,106 @@ def run(plan: Plan, *, root: Path, out: Path, settings: Settings, model_path: st
             store.manifest_row(e, label_names, -1, e.status, e.error) for e in plan.final])
     done = store.done_batches(out)
     todo = [(b, clips) for b, clips in enumerate(plan.batches) if b not in done]
-    total = sum(len(c) for _, c in todo)
-    if todo:
-        # Models are built once per worker process; do it on every worker now, before the clock starts.
-        client.run(warm_up, model_path, settings.parser, str(out), settings.parser_weights)
-        start = time.perf_counter()
-    futures: dict = {}
-    # Task keys unique per store and plan, so two extracts on one long-lived cluster never share a key.
-    token = store.plan_digest([str(out), plan.digest])[:10]
-
-    def spec_for(b: int, clips, write_part: bool = True) -> BatchSpec:
-        return BatchSpec(b, clips, str(root), str(out), settings, model_path, label_names, write_part)
-
-    for b, clips in todo:
-        fut = client.submit(run_batch, spec_for(b, clips), key=f"fineprep-extract-{token}-{b:06d}", pure=False)
-        futures[fut] = (None, b, clips)
-    reports: list[BatchReport] = []
-    crashed: list[dict] = []
-    failures = 0
-    progress = Progress(
-        TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("clips"),
-        TextColumn("[red]{task.fields[failed]} failed"), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
-    )
     if len(done):
         console.print(f"resume: {len(done)} of {len(plan.batches)} batches already done, skipping them")
     if todo and client is None:
         raise ValueError("batches are left to extract but no Dask client was given")
-    pending = as_completed(list(futures)) if futures else ()
+    job = _Job(plan, root, out, config, model_path, label_names, client)
+    if todo:
+        # Models are built once per worker process; do it on every worker now, before the clock starts.
+        client.run(warm_up, model_path, config.parser, str(out), config.parser_weights)
+        start = time.perf_counter()
+        job.run(todo, console, start)
+    manifest = store.compact(out, job.crashed)
+    statuses = Counter(manifest.column("status").to_pylist())
+    return Outcome(manifest.num_rows, statuses, job.reports, len(done), time.perf_counter() - start)
 
-    def next_single(retry: _Retry) -> None:
+
+class _Job:
+    """The batches of one run in flight on Dask: results as they come, worker deaths retried clip by clip."""
+
+    def __init__(self, plan: Plan, root: Path, out: Path, config: ExtractConfig, model_path: str,
+                 label_names: tuple[str, ...], client):
+        self.root, self.out, self.config, self.model_path = root, out, config, model_path
+        self.label_names, self.client = label_names, client
+        # Task keys unique per store and plan, so two extracts on one long-lived cluster never share a key.
+        self.token = store.plan_digest([str(out), plan.digest])[:10]
+        self.futures: dict = {}
+        self.pending = None
+        self.reports: list[BatchReport] = []
+        self.crashed: list[dict] = []  # rows of batches that failed by raising (no part: the next run retries)
+        self.failures = 0
+
+    def _spec(self, b: int, clips, write_part: bool = True) -> BatchSpec:
+        return BatchSpec(b, clips, str(self.root), str(self.out), self.config, self.model_path, self.label_names,
+                         write_part)
+
+    def run(self, todo: list, console: Console, start: float) -> None:
+        import time
+
+        from distributed import as_completed
+
+        for b, clips in todo:
+            fut = self.client.submit(run_batch, self._spec(b, clips), key=f"fineprep-extract-{self.token}-{b:06d}",
+                                     pure=False)
+            self.futures[fut] = (None, b, clips)
+        self.pending = as_completed(list(self.futures))
+        progress = Progress(
+            TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("clips"),
+            TextColumn("[red]{task.fields[failed]} failed"), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
+        )
+        with progress:
+            task = progress.add_task("extract", total=sum(len(c) for _, c in todo), failed=0, rate="")
+            for fut in self.pending:
+                retry, b, clips = self.futures.pop(fut)
+                if not self._settle(fut, retry, b, clips, console):
+                    continue  # split into single-clip retries; they advance the bar as they finish
+                elapsed = time.perf_counter() - start
+                progress.advance(task, len(clips))
+                done_n = progress.tasks[0].completed
+                progress.update(task, failed=self.failures, rate=f"{done_n / max(elapsed, 1e-9):.2f} clips/s")
+
+    def _settle(self, fut, retry: _Retry | None, b: int, clips: list, console: Console) -> bool:
+        """Take one finished task: its report, or the rows that record why it failed. False when the
+        task's clips went back to Dask one by one instead (a batch whose worker died)."""
+        try:
+            rep: BatchReport = fut.result()
+        except Exception as exc:  # noqa: BLE001 - a lost batch is recorded, and retried by the next run
+            died = worker_died(exc)
+            if died and retry is None and len(clips) > 1:
+                console.print(f"[yellow]batch {b}: its worker died; retrying its {len(clips)} clips one by one")
+                self._next_single(_Retry(b, list(clips)))
+                return False
+            if died:  # a clip alone killed its worker: recorded (in the part), not retried again
+                reason = WORKER_DIED
+            else:
+                reason = f"batch {b} failed in its worker ({type(exc).__name__}: {exc}); re-run to retry"
+            rows = [store.manifest_row(e, self.label_names, -1, tables.STATUS_ERROR, reason.splitlines()[0])
+                    for _, e in clips]
+            if retry is not None:
+                retry.rows.extend(rows)
+                self._next_single(retry)
+            elif died:
+                store.write_part(self.out, store.part_name(b), rows)
+            else:
+                self.crashed += rows
+            self.failures += len(clips)
+            return True
+        self.reports.append(rep)
+        self.failures += sum(v for k, v in rep.statuses.items() if k != tables.STATUS_OK)
+        if retry is not None:
+            retry.rows.extend(rep.rows or [])
+            self._next_single(retry)
+        return True
+
+    def _next_single(self, retry: _Retry) -> None:
         """Submit the retry's next clip alone, or write the batch's part when every clip has its row."""
         if not retry.left:
-            store.write_part(out, store.part_name(retry.batch), retry.rows)
+            store.write_part(self.out, store.part_name(retry.batch), retry.rows)
             return
         clip = retry.left.pop(0)
-        fut = client.submit(run_batch, spec_for(retry.batch, [clip], write_part=False), pure=False,
-                            key=f"fineprep-extract-{token}-{retry.batch:06d}-clip-{clip[0]:09d}")
-        futures[fut] = (retry, retry.batch, [clip])
-        pending.add(fut)
-
-    with progress:
-        task = progress.add_task("extract", total=total, failed=0, rate="")
-        for fut in pending:
-            retry, b, clips = futures.pop(fut)
-            finished = len(clips)
-            try:
-                rep: BatchReport = fut.result()
-                reports.append(rep)
-                failures += sum(v for k, v in rep.statuses.items() if k != tables.STATUS_OK)
-                if retry is not None:
-                    retry.rows.extend(rep.rows or [])
-                    next_single(retry)
-            except Exception as exc:  # noqa: BLE001 - a lost batch is recorded, and retried by the next run
-                died = worker_died(exc)
-                if died and retry is None and len(clips) > 1:
-                    console.print(f"[yellow]batch {b}: its worker died; retrying its {len(clips)} clips one by one")
-                    next_single(_Retry(b, list(clips)))
-                    continue
-                if died:  # a clip alone killed its worker: recorded (in the part), not retried again
-                    rows = [store.manifest_row(e, label_names, -1, tables.STATUS_ERROR, WORKER_DIED) for _, e in clips]
-                    if retry is None:
-                        store.write_part(out, store.part_name(b), rows)
-                    else:
-                        retry.rows.extend(rows)
-                        next_single(retry)
-                else:
-                    reason = f"batch {b} failed in its worker ({type(exc).__name__}: {exc}); re-run to retry"
-                    rows = [store.manifest_row(e, label_names, -1, tables.STATUS_ERROR, reason.splitlines()[0])
-                            for _, e in clips]
-                    if retry is None:
-                        crashed += rows
-                    else:
-                        retry.rows.extend(rows)
-                        next_single(retry)
-                failures += finished
-            elapsed = time.perf_counter() - start
-            progress.advance(task, finished)
-            done_n = progress.tasks[0].completed
-            progress.update(task, failed=failures, rate=f"{done_n / max(elapsed, 1e-9):.2f} clips/s")
-    manifest = store.compact(out, crashed)
-    statuses = Counter(manifest.column("status").to_pylist())
-    return Outcome(manifest.num_rows, statuses, reports, len(done), time.perf_counter() - start)
+        fut = self.client.submit(run_batch, self._spec(retry.batch, [clip], write_part=False), pure=False,
+                                 key=f"fineprep-extract-{self.token}-{retry.batch:06d}-clip-{clip[0]:09d}")
+        self.futures[fut] = (retry, retry.batch, [clip])
+        self.pending.add(fut)

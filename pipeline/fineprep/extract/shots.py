@@ -16,9 +16,8 @@ Measured: consecutive frames of the real talking-face videos change by at most 0
 to 25 apart by up to 0.42, which is why neighbouring frames are compared); in the cut clip of
 tests/test_faces_real.py the cut from a close-up to a wide shot changes by 0.87, the one from a wide
 shot to another framing over the same background by 0.53, its other frames by at most 0.16. An
-exposure step of 10 % between two frames changes by 0.36, one of 15 % by 0.43 (a cut). A
-signature costs 0.37 ms on a 256 px frame (shared 2-core machine).
-CUT_CHANGE sits between.
+exposure step of 10 % between two frames changes by 0.36, one of 15 % by 0.43 (a cut).
+CUT_CHANGE sits between. A frame's signature is cheap next to decoding it (BENCHMARKS.md, faces).
 """
 
 from __future__ import annotations

@@ -176,13 +176,11 @@ def remove_partial_chunks(out: Path, store_indices) -> int:
 
 
 def codec_for(dtype: str):
-    """Blosc settings per array, measured on face crops (16 x 224 x 224 x 3 per clip; bench/extract.py):
+    """Blosc settings per array, chosen on face crops with bench/extract.py (BENCHMARKS.md, extract).
 
-    uint8 images take LZ4 at level 9 without shuffle: against zstd level 1 it encodes in 0.6x the
-    CPU and decodes in 0.4x (the trainer reads every clip once per epoch) for 8 % more bytes; zstd
-    level 3 saves a quarter of the bytes but costs 1.7x zstd-1's encode time. float32 arrays
-    (landmarks, blendshapes) are small and take byte shuffle, which lines up their exponent bytes,
-    with zstd level 3.
+    uint8 images take LZ4 at level 9 without shuffle: it encodes and decodes faster than zstd (the
+    trainer reads every clip once per epoch) for a few percent more bytes. float32 arrays (landmarks,
+    blendshapes) are small and take byte shuffle, which lines up their exponent bytes, with zstd level 3.
     """
     from zarr.codecs import BloscCodec, BloscShuffle
 
@@ -202,8 +200,8 @@ class ArrayWriter:
     """Opens the store's arrays once per worker and writes whole clips (one chunk each).
 
     Each write fills a whole chunk, so zarr's check for chunks equal to the fill value (which it
-    would then leave unwritten) is switched off: on a clip's frames that check alone took 13 ms,
-    more than compressing them (zarr 3.1 compares with `array_equal(..., equal_nan=True)`).
+    would then leave unwritten) is switched off: zarr 3.1 compares with `array_equal(...,
+    equal_nan=True)`, which costs more than compressing the chunk (BENCHMARKS.md, extract).
     """
 
     def __init__(self, out: Path):

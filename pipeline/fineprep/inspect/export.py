@@ -24,11 +24,10 @@ from pathlib import Path
 from fineschema import StoreError, labels, tables
 from fineschema.paths import UnsafePathError, safe_join
 
-from .store import StoreView
+from .store import InspectError, StoreView
 
 log = logging.getLogger("fineprep.export")
 
-FORMATS = ("dfer-clip",)
 ORDERS = tuple(labels.PUBLIC_ORDERS)
 PREFIX = {"dfew": "DFEW", "ferv39k": "FERV39K", "mafw": "MAFW", "folder": "FOLDER"}
 ORDER_DATASET = {"dfew": "dfew", "ferv39k": "ferv39k", "mafw": "mafw", "folder": "mafw"}
@@ -101,7 +100,7 @@ def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", f
                      absolute: bool = False, dataset_root: Path | None = None, progress=None) -> dict:
     """Write the annotation files (and optionally frame folders); returns what was written and skipped."""
     if order not in ORDERS:
-        raise ValueError(f"unknown label order {order!r}; choose one of {', '.join(ORDERS)}")
+        raise InspectError(f"unknown label order {order!r}; choose one of {', '.join(ORDERS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = store.attrs.get("dataset") or (store.rows[0]["dataset"] if store.rows else "folder")

@@ -3,8 +3,9 @@
 The expression intensity follows an eased onset-to-apex curve, then relaxes slightly (to 0.85 by
 the last frame), so the apex frame is the one peak and the last frame still shows a strong expression. Backward maps are computed exactly at a few intensity
 levels and interpolated linearly in between, which makes a frame cost a remap instead of a
-triangulation. Against exact maps, 99.9 % of pixels are within 0.35 px; a few pixels where the
-triangulation changes between levels differ by up to ~2 px (bench/synth_bench.py measures it).
+triangulation. Nearly every pixel stays within a fraction of a pixel of the exact map; the few that do
+not lie where the triangulation changes between two levels (bench/synth_bench.py; numbers in
+BENCHMARKS.md, "fineprep synth: renderer and dataset build").
 """
 
 from __future__ import annotations
@@ -127,6 +128,71 @@ def _align(points: np.ndarray) -> np.ndarray:
     return np.hstack([rot, t[:, None]])
 
 
+@dataclass
+class _Motion:
+    """Head motion (a similarity eased from the identity to a random pose) and a smooth light drift."""
+
+    ang: float
+    shift: np.ndarray
+    scale: float
+    gains: np.ndarray
+    offsets: np.ndarray
+    wobble: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, size: int) -> _Motion:
+        return cls(ang=rng.uniform(-3, 3), shift=rng.uniform(-4, 4, size=2) * size / 256,
+                   scale=1 + rng.uniform(-0.03, 0.03), gains=rng.uniform(0.9, 1.1, size=2),
+                   offsets=rng.uniform(-8, 8, size=2), wobble=rng.uniform(0, 2 * math.pi))
+
+    def apply(self, img: np.ndarray, i: int, n: int, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame `i` of `n` moved and lit; also the 2 x 3 matrix that moved it."""
+        size = img.shape[0]
+        h = 0.5 - 0.5 * math.cos(math.pi * i / max(n - 1, 1))
+        m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), self.ang * h, 1 + (self.scale - 1) * h)
+        m[:, 2] += self.shift * h
+        img = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        gain = self.gains[0] + (self.gains[1] - self.gains[0]) * h + 0.02 * math.sin(self.wobble + 2 * math.pi * i / 40)
+        offset = self.offsets[0] + (self.offsets[1] - self.offsets[0]) * h
+        return cv2.convertScaleAbs(img, alpha=gain, beta=offset), m
+
+
+def _intensity(n: int, onset: int, apex: int, neutral: bool) -> np.ndarray:
+    """Expression intensity per frame: eased onset to apex, then relaxing to 1 - RELAX by the last frame."""
+    if neutral:
+        return np.zeros(n)
+    frames_idx = np.arange(n)
+    t = _ease((frames_idx - onset) / max(apex - onset, 1))
+    # After the apex the expression relaxes a little (to 0.85), so the apex is the one peak frame.
+    return np.where(frames_idx > apex, 1.0 - RELAX * _ease((frames_idx - apex) / max(n - 1 - apex, 1)), t)
+
+
+class _LevelMaps:
+    """Backward maps at LEVELS exact intensities, computed on first use; frames in between interpolate."""
+
+    def __init__(self, warp: PiecewiseAffineWarp, src: np.ndarray, ff: FaceFrame, base: np.ndarray,
+                 expr: np.ndarray):
+        self.warp, self.src, self.ff, self.base, self.expr = warp, src, ff, base, expr
+        self.levels = np.linspace(0.0, 1.0, LEVELS)
+        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _at(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        if level not in self.cache:
+            dst = self.src + self.ff.to_px_delta(self.base + self.levels[level] * self.expr)
+            self.cache[level] = self.warp.maps(self.src, dst)
+        return self.cache[level]
+
+    def at(self, ti: float) -> tuple[np.ndarray, np.ndarray]:
+        pos = ti * (LEVELS - 1)
+        lo = min(int(math.floor(pos)), LEVELS - 2)
+        frac = pos - lo
+        mx0, my0 = self._at(lo)
+        if frac <= 1e-6:
+            return mx0, my0
+        mx1, my1 = self._at(lo + 1)
+        return mx0 + (mx1 - mx0) * frac, my0 + (my1 - my0) * frac
+
+
 def render_clip(identity: Identity, label: str, rng: np.random.Generator, frames_range: tuple[int, int] = (20, 48),
                 fps_choices: tuple[int, ...] = (25, 30)) -> Clip:
     """One clip of `label` on `identity`, fully determined by the state of `rng`."""
@@ -139,20 +205,8 @@ def render_clip(identity: Identity, label: str, rng: np.random.Generator, frames
     apex = int(round(rng.uniform(0.65, 0.95) * (n - 1)))
     onset = max(0, min(onset, n - 3))
     apex = min(max(apex, onset + 2), n - 1)
-    frames_idx = np.arange(n)
-    t = _ease((frames_idx - onset) / max(apex - onset, 1))
-    # After the apex the expression relaxes a little (to 0.85), so the apex is the one peak frame.
-    t = np.where(frames_idx > apex, 1.0 - RELAX * _ease((frames_idx - apex) / max(n - 1 - apex, 1)), t)
-    if rec.name == "neutral":
-        t = np.zeros(n)
-
-    # Head motion: a similarity eased from the identity to a random pose; light: a smooth drift.
-    ang = rng.uniform(-3, 3)
-    shift = rng.uniform(-4, 4, size=2) * size / 256
-    scale = 1 + rng.uniform(-0.03, 0.03)
-    gains = rng.uniform(0.9, 1.1, size=2)
-    offsets = rng.uniform(-8, 8, size=2)
-    wobble = rng.uniform(0, 2 * math.pi)
+    t = _intensity(n, onset, apex, rec.name == "neutral")
+    motion = _Motion.draw(rng, size)
 
     ff = face_frame(identity)
     src, n_fixed = control_points(ff, identity.mesh, size)
@@ -163,43 +217,19 @@ def render_clip(identity: Identity, label: str, rng: np.random.Generator, frames
     expr[-n_fixed:] = 0
     moves = bool(np.abs(base).max() > 0 or np.abs(expr).max() > 0)
     src_gap = float(np.linalg.norm(identity.mesh[14] - identity.mesh[13])) / ff.iod
-
-    warp = PiecewiseAffineWarp(size, size)
-    levels = np.linspace(0.0, 1.0, LEVELS)
-    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def maps_at(level: int) -> tuple[np.ndarray, np.ndarray]:
-        if level not in cache:
-            dst = src + ff.to_px_delta(base + levels[level] * expr)
-            cache[level] = warp.maps(src, dst)
-        return cache[level]
+    maps = _LevelMaps(PiecewiseAffineWarp(size, size), src, ff, base, expr)
 
     frames, crops, boxes = [], [], []
-    centre = ff.origin
     for i in range(n):
         ti = float(t[i])
         dst = src + ff.to_px_delta(base + ti * expr)
         if moves:
-            pos = ti * (LEVELS - 1)
-            lo = min(int(math.floor(pos)), LEVELS - 2)
-            frac = pos - lo
-            mx0, my0 = maps_at(lo)
-            if frac > 1e-6:
-                mx1, my1 = maps_at(lo + 1)
-                mx, my = mx0 + (mx1 - mx0) * frac, my0 + (my1 - my0) * frac
-            else:
-                mx, my = mx0, my0
+            mx, my = maps.at(ti)
             img = cv2.remap(identity.image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
             _cavity(img, dst[:MESH_POINTS], src_gap, ff.iod, identity.grey)
         else:
             img = identity.image.copy()
-        h = 0.5 - 0.5 * math.cos(math.pi * i / max(n - 1, 1))
-        m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), ang * h, 1 + (scale - 1) * h)
-        m[:, 2] += shift * h
-        img = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-        gain = gains[0] + (gains[1] - gains[0]) * h + 0.02 * math.sin(wobble + 2 * math.pi * i / 40)
-        offset = offsets[0] + (offsets[1] - offsets[0]) * h
-        img = cv2.convertScaleAbs(img, alpha=gain, beta=offset)
+        img, m = motion.apply(img, i, n, ff.origin)
         frames.append(img)
         moved = np.hstack([dst[:MESH_POINTS], np.ones((MESH_POINTS, 1))]) @ m.T
         boxes.append([*moved.min(0), *moved.max(0)])

@@ -23,6 +23,7 @@ from fineschema import labels
 
 from . import captions
 from .clips import Clip
+from .errors import SynthError
 from .faces import Identity, identities
 
 DATASETS = ("dfew", "ferv39k", "mafw", "folder")
@@ -62,9 +63,9 @@ def classes_of(dataset: str) -> tuple[str, ...]:
 def plan(dataset: str, clips_per_class: int, seed: int, size: int) -> list[PlannedClip]:
     """Who shows which class where; fully determined by the arguments."""
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        raise SynthError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if clips_per_class < 1:
-        raise ValueError("--clips-per-class must be at least 1")
+        raise SynthError("--clips-per-class must be at least 1")
     rng = np.random.default_rng([seed, 7])
     classes = classes_of(dataset)
     order = [(c, j) for j in range(clips_per_class) for c in classes]  # interleave classes over folds
@@ -111,7 +112,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     h, w = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
     if not writer.isOpened():
-        raise RuntimeError(f"cannot open a video writer for {path} (OpenCV without the mp4v encoder?)")
+        raise SynthError(f"cannot open a video writer for {path} (OpenCV without the mp4v encoder?)")
     try:
         for f in frames:
             writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))

@@ -4,8 +4,9 @@ Triangulate the destination points (Delaunay), rasterise every triangle's index 
 with `cv2.fillConvexPoly`, give each pixel its triangle's inverse affine map, then `cv2.remap`.
 Pixels on triangle edges can be claimed by a neighbouring sliver triangle during rasterisation,
 which extrapolates badly; those (found by negative barycentric coordinates) and any pixel left
-unlabelled are re-assigned exactly with `Delaunay.find_simplex`. About 40x faster than
-scikit-image's PiecewiseAffineTransform and equal to it within rounding.
+unlabelled are re-assigned exactly with `Delaunay.find_simplex`. It gives scikit-image's
+PiecewiseAffineTransform's image within rounding for a fraction of its CPU (BENCHMARKS.md, "fineprep
+synth: renderer and dataset build"), which is what makes rendering a dataset per test affordable.
 """
 
 from __future__ import annotations
