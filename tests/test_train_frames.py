@@ -151,3 +151,24 @@ def test_the_dataset_reads_the_distinct_frames_the_manifest_names(tmp_path):
         assert pick.max() <= 27 and (np.diff(pick) >= 0).all(), pick
         picks.add(tuple(pick))
     assert len(picks) == 4
+
+
+@pytest.mark.slow
+def test_runs_read_data_frames_of_a_longer_store_and_all_of_a_shorter_one(tmp_path):
+    """Through the training recipe: a 12-frame store read 4 per clip, and a 2-frame store asked for 4
+    (the model is built for the 2 it holds, with one warning)."""
+    from finetrain.config import load_config
+    from finetrain.recipe import train
+
+    common = ["optim.epochs=1", "optim.batch_size=4", "run.threads=1", "data.frames=4",
+              "model.streams=[frames, blendshapes]"]
+    longer = write_toy_store(tmp_path / "long", clips_per_class=2, frames=12, size=16)
+    summary = train(load_config("tiny", common), longer, tmp_path / "run-long", progress=False)
+    assert summary["test"]["count"] == 7
+    shorter = write_toy_store(tmp_path / "short", clips_per_class=2, frames=2, size=16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train(load_config("tiny", common), shorter, tmp_path / "run-short", progress=False)
+    assert summary["test"]["count"] == 7
+    frames_warnings = [w for w in caught if issubclass(w.category, StoreFramesWarning)]
+    assert len(frames_warnings) == 1 and "holds 2 frames per clip" in str(frames_warnings[0].message)
