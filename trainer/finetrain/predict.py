@@ -177,7 +177,8 @@ def extract_videos(paths: list[Path], frames: int, size: int, margin: float = 0.
     try:
         from fineprep.entries import ClipEntry
         from fineprep.extract import faces
-        from fineprep.extract.clip import Settings, extract_clip
+        from fineprep.extract.clip import extract_clip
+        from fineprep.extract.config import ExtractConfig
         from fineprep.extract.parsing import get_parser
     except ImportError as exc:
         raise PipelineMissing(
@@ -190,7 +191,7 @@ def extract_videos(paths: list[Path], frames: int, size: int, margin: float = 0.
     from rich.console import Console
     from rich.progress import Progress
 
-    settings = Settings(frames=frames, size=size, margin=margin)
+    settings = ExtractConfig(frames=frames, size=size, margin=margin)
     models = faces.get_models(model_path)
     parser = get_parser(settings.parser)
     results = []
