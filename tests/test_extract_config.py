@@ -18,7 +18,7 @@ from fineprep.extract.config import ExtractConfig
 from fineschema.errors import SchemaError
 
 # The store's `settings` attribute as `fineprep extract` wrote it with its defaults before ExtractConfig
-# (clip.Settings.as_attrs() plus batch_size), spelled out so a renamed field or a changed value shows here.
+# (the old clip.Settings.as_attrs() plus batch_size), spelled out so a renamed field or a changed value shows here.
 OLD_DEFAULT_SETTINGS = {
     "frames": 16, "size": 224, "margin": 0.6, "smooth_sigma": 1.0, "parser": "mesh", "parser_weights": None,
     "landmark_mode": "image", "crop_frame_sources": False, "face": "primary", "min_face": 40.0,

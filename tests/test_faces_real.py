@@ -18,6 +18,7 @@ from extract_data import read_video_rgb
 
 from fineprep.entries import ClipEntry
 from fineprep.extract import clip, detect, faces, shots, tracks
+from fineprep.extract.config import ExtractConfig
 from fineprep.extract.sampling import segment_centres
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-footage"
@@ -214,7 +215,7 @@ def _extract(path: Path, frames: int, models, **settings) -> clip.ClipResult:
 
     entry = ClipEntry(path.stem, "folder", path.name)
     with models.tracker("image") as tracker:
-        return clip.extract_clip(entry, path.parent, clip.Settings(frames=frames, size=160, **settings), models,
+        return clip.extract_clip(entry, path.parent, ExtractConfig(frames=frames, size=160, **settings), models,
                                  tracker, get_parser("mesh"))
 
 
@@ -392,4 +393,5 @@ def test_extract_refuses_an_unknown_face_rule(tmp_path):
 
     result = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--root", str(tmp_path),
                                       "--out", str(tmp_path / "s"), "--face", "biggest"])
-    assert result.exit_code == 2 and "--face must be primary, largest or center" in result.output
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "'biggest' is not one of 'primary', 'largest', 'center'" in flat

@@ -35,10 +35,6 @@ from .parsing import FaceParser
 RETRY_SCALES = (1.5, 1 / 1.4)
 
 
-# The name `finetrain.predict` builds per-clip settings under; the same object as the command's.
-Settings = ExtractConfig
-
-
 @dataclass
 class ClipResult:
     entry: ClipEntry
