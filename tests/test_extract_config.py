@@ -140,3 +140,12 @@ def test_synth_prints_its_errors_in_one_line(tmp_path):
     assert "error:" in result.output and "exists and is not empty" in result.output
     bad = CliRunner().invoke(app, ["synth", "--dataset", "dfw", "--out", str(tmp_path / "n")])
     assert bad.exit_code == 2 and "'dfw' is not one of 'dfew', 'ferv39k', 'mafw', 'folder'" in _flat(bad.output)
+
+
+def test_a_source_of_another_dataset_is_named_as_typed(tmp_path):
+    """The enum reaches the dataset readers as its word, so their one-line message quotes 'all', not the enum."""
+    result = CliRunner().invoke(app, ["extract", "--dataset", "dfew", "--source", "all", "--root", str(tmp_path),
+                                      "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert _flat(result.output) == ("error: unknown DFEW source 'all'; choose one of clip_224x224, "
+                                    "clip_224x224_16f, original")

@@ -36,7 +36,7 @@ def extract_dataset(dataset: str, root: Path, out: Path, config: ExtractConfig |
     root, out = Path(root).resolve(), Path(out).resolve()
     if dataset not in SOURCES:
         raise ExtractError(f"unknown dataset {dataset!r}; choose one of {', '.join(SOURCES)}")
-    source = config.source or SOURCES[dataset][0]
+    source = str(config.source or SOURCES[dataset][0])  # the plain word: messages below quote it
     try:
         model_path, sha = faces.resolve_landmarker(config.landmarker)
     except faces.ModelError as exc:
