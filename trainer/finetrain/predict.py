@@ -103,10 +103,11 @@ def run_labels(run: str | Path, which: str = BEST) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------------ arrays
-def _array_dataset(arrays: dict[str, np.ndarray], clip_ids: list[str], model, cfg):
-    """`StoreDataset` reading from arrays (N, T, ...) in memory instead of a Zarr group."""
+def _array_dataset(arrays: dict[str, np.ndarray], clip_ids: list[str], model, cfg, frame_indices: list | None):
+    """`StoreDataset` reading from arrays (N, T, ...) in memory instead of a Zarr group; `frame_indices`
+    (each clip's source frame per stored frame, as the manifest keeps them) mark the padding repeats."""
     from .chunks import ChunkReader
-    from .data import StoreDataset, StoreInfo
+    from .data import StoreDataset, StoreInfo, distinct_frames
 
     readers = {name: ChunkReader(a) for name, a in arrays.items()}  # plain indexing: numpy has no chunks
 
@@ -118,16 +119,18 @@ def _array_dataset(arrays: dict[str, np.ndarray], clip_ids: list[str], model, cf
     n = len(clip_ids)
     info = StoreInfo(root=None, attrs={"frames": frames, "size": size}, labels=model.labels, clip_ids=clip_ids,
                      store_index=np.arange(n), label_index=np.zeros(n, dtype=np.int64),
-                     train_folds=[[] for _ in range(n)], test_folds=[[] for _ in range(n)])
+                     train_folds=[[] for _ in range(n)], test_folds=[[] for _ in range(n)],
+                     distinct=distinct_frames(frame_indices or [None] * n, frames))
     return ArrayDataset(info, np.arange(len(clip_ids)), image_size=model.image_size, frames=cfg.data.frames,
                         train=False, data_cfg=cfg.data, streams=model.streams, tokenizer=model.tokenizer)
 
 
-def classify_arrays(model, cfg, arrays: dict[str, np.ndarray], clip_ids: list[str], batch_size: int = 8) -> np.ndarray:
+def classify_arrays(model, cfg, arrays: dict[str, np.ndarray], clip_ids: list[str], batch_size: int = 8,
+                    frame_indices: list | None = None) -> np.ndarray:
     """Class probabilities (N, C) of clips given as store-layout arrays."""
     import torch
 
-    dataset = _array_dataset(arrays, clip_ids, model, cfg)
+    dataset = _array_dataset(arrays, clip_ids, model, cfg, frame_indices)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     device = next(model.parameters()).device
     out = []
@@ -223,7 +226,8 @@ def predict_videos(run: str | Path, paths: list[Path], top_k: int = 3, which: st
     ok = [i for i, r in enumerate(results) if r.arrays is not None]
     if ok:
         arrays = {k: np.stack([results[i].arrays[k] for i in ok]) for k in results[ok[0]].arrays}
-        probs = classify_arrays(model, cfg, arrays, [str(paths[i]) for i in ok])
+        probs = classify_arrays(model, cfg, arrays, [str(paths[i]) for i in ok],
+                                frame_indices=[results[i].indices for i in ok])
         for row, i in enumerate(ok):
             order = np.argsort(-probs[row], kind="stable")[:top_k]
             out[i].top = [(model.labels[j], float(probs[row, j])) for j in order]
