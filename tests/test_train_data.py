@@ -165,3 +165,24 @@ def test_dataset_items_match_plain_pipeline(odd_store, frames, image_size, radiu
                 else:
                     assert got[key] == value
     assert flips == ({True, False} if train else {False})
+
+
+def test_a_label_outside_the_store_label_set_is_refused_in_one_line(tmp_path):
+    """A manifest label that is not in the store's label set stops the run as a store error naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fineschema import StoreError, write_parquet_atomic
+
+    root = write_toy_store(tmp_path / "s", clips_per_class=2)
+    path = root / layout.MANIFEST_FILE
+    table = pq.read_table(path)
+    labels = table.column("label").to_pylist()
+    labels[0] = "sleepy"
+    table = table.set_column(table.schema.get_field_index("label"), "label",
+                             pa.array(labels, type=table.schema.field("label").type))
+    write_parquet_atomic(table, path)
+    with pytest.raises(StoreError) as err:
+        StoreInfo.open(root)
+    message = str(err.value)
+    assert "\n" not in message and "'sleepy'" in message and str(root) in message and "dfew" in message

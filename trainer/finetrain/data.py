@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 
-from fineschema import check_store, choose_descriptions, layout, read_manifest, tables
+from fineschema import StoreError, check_store, choose_descriptions, layout, read_manifest, tables
 from fineschema.labels import LABEL_SETS
 
 from .chunks import ChunkReader
@@ -86,8 +86,9 @@ class StoreInfo:
         position = {name: i for i, name in enumerate(labels)}
         unknown = sorted({lab for lab in rows["label"] if lab not in position})
         if unknown:
-            raise ValueError(
-                f"store {root}: labels {unknown} are not in its label set {attrs['label_set']!r} ({', '.join(labels)})"
+            raise StoreError(
+                f"store {root}: labels {unknown} are not in its label set {attrs['label_set']!r} "
+                f"({', '.join(labels)}); re-extract it, or fix the manifest's label column"
             )
         return cls(
             root=root,
