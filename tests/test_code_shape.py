@@ -4,6 +4,7 @@ runs over 60 lines, except where a `# long:` comment on the line above its `def`
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,12 +33,8 @@ def test_no_function_over_sixty_lines():
     assert not found, "functions over 60 lines (split them, or say why in a `# long:` comment):\n" + "\n".join(found)
 
 
-def test_the_rule_sees_a_long_function(tmp_path):
+def test_the_rule_sees_a_long_function(tmp_path, monkeypatch):
     body = "\n".join(f"    x{i} = {i}" for i in range(MAX_LINES))
     (tmp_path / "m.py").write_text(f"def f():\n{body}\n\n# long: a table of cases\ndef g():\n{body}\n")
-    global ROOT
-    old, ROOT = ROOT, tmp_path
-    try:
-        assert long_functions(tmp_path / "m.py") == ["m.py:1 f (61 lines)"]
-    finally:
-        ROOT = old
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert long_functions(tmp_path / "m.py") == ["m.py:1 f (61 lines)"]

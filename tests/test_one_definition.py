@@ -1,7 +1,8 @@
 """One definition each of the things two readers must agree on (read from the source with `ast`).
 
 A second copy of the run-folder layout, of the choice of a store's descriptions, of the atomic Parquet
-write or of the describe step is how two readers drift apart; these tests find one by name.
+write or of the describe step is how two readers drift apart; these tests find one by name. (That
+Parquet files are written only through the atomic writer is `test_store_io`'s check.)
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_imports import PACKAGE_DIRS, REPO
+from test_imports import REPO, _modules
 
 # The inside of one checkpoint folder (model/optimizer safetensors, state.json) is the checkpoint
 # format's, owned by `finetrain.checkpoint`; the run folder around it is `finetrain.rundir`'s.
@@ -20,8 +21,9 @@ RUN_FOLDER_NAMES = ("run.json", "metrics.jsonl", "metrics.csv", "test.json", "pr
 
 
 def _sources(top: str | None = None) -> dict[Path, ast.Module]:
-    dirs = [PACKAGE_DIRS[top]] if top else list(PACKAGE_DIRS.values())
-    return {p: ast.parse(p.read_text(), str(p)) for d in dirs for p in sorted((REPO / d).rglob("*.py"))}
+    """Source file -> syntax tree, for every module of the project's packages (or of one, `top`)."""
+    return {path: ast.parse(path.read_text(), str(path)) for name, path in sorted(_modules().items())
+            if top is None or name.split(".")[0] == top}
 
 
 def _definitions(name: str) -> list[str]:
@@ -39,19 +41,6 @@ def _definitions(name: str) -> list[str]:
 def test_defined_once(name, home):
     where = _definitions(name)
     assert len(where) == 1 and where[0].startswith(home + ":"), where
-
-
-def test_parquet_files_are_written_only_by_the_atomic_writer():
-    """`pq.write_table` to a path appears only in `write_parquet_atomic` (a write into memory is fine)."""
-    bad = []
-    for path, tree in _sources().items():
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "write_table" and ast.unparse(node.func.value).endswith(("pq", "parquet"))):
-                target = ast.unparse(node.args[1]) if len(node.args) > 1 else ""
-                if "BytesIO" not in target and path.relative_to(REPO) != Path("schemas/fineschema/store_io.py"):
-                    bad.append(f"{path.relative_to(REPO)}:{node.lineno}")
-    assert not bad, bad
 
 
 def test_run_folder_names_live_in_rundir():
