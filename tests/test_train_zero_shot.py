@@ -87,26 +87,55 @@ def _cli(args: list[str], torchrun: bool = False) -> subprocess.CompletedProcess
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
 
 
+# How far two runs that differ only in float32 reduction order may drift. A gradient element is a
+# nest of float32 sums: over the global batch and its tokens (8 clips x (4 frames + 1 class token)) and,
+# through each layer's backward, over the 64-wide embedding of fineclip-tiny. Summing N terms in another
+# order changes the result by at most N * u relative (u = 2**-24, the unit roundoff; Higham, "Accuracy
+# and Stability of Numerical Algorithms", section 4.2), so N = 8 * 5 * 64 bounds every sum here. AdamW's
+# update is scale-free in the gradient, so that relative error reaches each step's update unchanged, and
+# the 4 optimiser steps add up: 4 * N * u = 6.1e-4 of a tensor's norm (and of a loss), on any CPU. A
+# process that met only its own negatives, or a gradient summed instead of averaged, moves the losses by
+# percent from the second step on.
+REDUCTION_TERMS = 8 * (4 + 1) * 64
+STEPS = 4
+DRIFT = STEPS * REDUCTION_TERMS * 2.0 ** -24
+
+
+def _informative(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights without the attention key biases (the middle third of `in_proj_bias`): softmax is
+    invariant to adding q.b_k to every logit of a row, so their true gradient is exactly zero and what
+    AdamW makes of them is rounding noise scaled to the learning rate, different in any two runs."""
+    out = {}
+    for name, w in weights.items():
+        if name.endswith("in_proj_bias"):
+            third = w.shape[0] // 3
+            w = torch.cat([w[:third], w[2 * third:]])
+        out[name] = w
+    return out
+
+
 @pytest.mark.slow
 def test_zero_shot_ddp_two_processes_match_one(store, tmp_path):
     """torchrun with 2 gloo processes at batch 4 each = one process at batch 8: the alignment loss is taken
-    over the global batch, so the same clips meet the same negatives."""
+    over the global batch, so the same clips meet the same negatives. Weights and losses agree to the
+    float32 reduction-order bound `DRIFT` (derived above, not measured on one CPU)."""
     base = ["run", "--store", str(store), "--config", "tiny", "--quiet", "--mode", "zero-shot", "--text",
             "descriptions", "optim.epochs=2", "run.threads=1", "optim.lr=1e-2", "model.streams=[frames, blendshapes]"]
     one = _cli([*base, "--out", str(tmp_path / "one"), "optim.batch_size=8"])
     assert one.returncode == 0, one.stderr[-3000:]
     two = _cli([*base, "--out", str(tmp_path / "two"), "optim.batch_size=4"], torchrun=True)
     assert two.returncode == 0, two.stderr[-3000:]
-    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    a, b = _informative(_weights(tmp_path / "one")), _informative(_weights(tmp_path / "two"))
     assert set(a) == set(b)
-    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     moved = max(float(a[k].abs().max()) for k in a if k.endswith("up.weight"))
     assert moved > 1e-3  # training did change the adapters
-    assert worst < 1e-4, worst
+    drift = {k: float((a[k] - b[k]).norm() / a[k].norm()) for k in a if float(a[k].norm()) > 0}
+    worst = max(drift, key=drift.get)
+    assert drift[worst] < DRIFT, (worst, drift[worst])
     steps_one, steps_two = _rows(tmp_path / "one" / "steps.jsonl"), _rows(tmp_path / "two" / "steps.jsonl")
-    assert len(steps_one) == len(steps_two) == 4  # 21 clips: 2 global batches of 8 per epoch
+    assert len(steps_one) == len(steps_two) == STEPS  # 21 clips: 2 global batches of 8 per epoch
     for x, y in zip(steps_one, steps_two, strict=True):
-        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5, abs=1e-6)
+        assert y["loss"] == pytest.approx(x["loss"], rel=DRIFT)
     test_one = json.loads((tmp_path / "one" / "test.json").read_text())
     test_two = json.loads((tmp_path / "two" / "test.json").read_text())
     assert test_one["selected"] == test_two["selected"] == "last"
