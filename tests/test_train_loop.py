@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
+from float_bounds import reduction_drift, relative_drift  # noqa: E402
 from toy_store import write_toy_store  # noqa: E402
 
 from finetrain.config import load_config  # noqa: E402
@@ -92,9 +93,12 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     a = load_file(str(tmp_path / "one/checkpoints/last/model.safetensors"))
     b = load_file(str(tmp_path / "two/checkpoints/last/model.safetensors"))
-    assert set(a) == set(b)
-    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     moved = max(float(a[k].abs().max()) for k in a if k.endswith("up.weight"))
     assert moved > 1e-3  # training did change the adapters
-    assert worst < 1e-4, worst
-    assert len(_steps(tmp_path / "one")) == len(_steps(tmp_path / "two"))
+    steps_one, steps_two = _steps(tmp_path / "one"), _steps(tmp_path / "two")
+    assert len(steps_one) == len(steps_two) == 2
+    # the longest float32 sum: the vision tower's weight gradients over 8 clips x 4 frames x 17 tokens
+    # (16 patches of a 64 px input and the class token) x its 64-wide embedding (tests/float_bounds.py)
+    bound = reduction_drift(len(steps_one), 8 * 4 * 17 * 64)
+    worst, drift = relative_drift(a, b)
+    assert drift < bound, (worst, drift)  # (steps.jsonl logs rank 0's own mean loss: not comparable here)
