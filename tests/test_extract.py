@@ -127,7 +127,6 @@ def test_every_bad_input_gets_a_status_and_a_reason(folder_store):
         "garbage": (tables.STATUS_CORRUPT, "cannot be opened"),
         "trunc": (tables.STATUS_CORRUPT, "cannot be opened"),
         "cut": (tables.STATUS_CORRUPT, "truncated or damaged"),
-        "noface": (tables.STATUS_NO_FACE, "no face"),
         "framesBad": (tables.STATUS_CORRUPT, "framesBad/2.jpg is unreadable"),
     }
     by_path = {row.source_path: cid for cid, row in m.iterrows()}
@@ -136,8 +135,27 @@ def test_every_bad_input_gets_a_status_and_a_reason(folder_store):
         assert m.loc[cid, "status"] == status, (key, m.loc[cid, "error"])
         assert words in m.loc[cid, "error"] and "\n" not in m.loc[cid, "error"]
         assert m.loc[cid, "store_index"] == -1
+    # a video without a face is stored as it was seen (whole frames, nothing measured), to be scored
+    assert m.loc["noface", "status"] == tables.STATUS_NO_FACE and m.loc["noface", "store_index"] >= 0
+    assert m.loc["noface", "frames_input"] == tables.INPUT_WHOLE_FRAME
+    assert "no face detected" in m.loc["noface", "error"] and "whole frames stored" in m.loc["noface", "error"]
     assert (m.status == tables.STATUS_OK).sum() == 6
+    assert set(m[m.status == tables.STATUS_OK].frames_input) <= {tables.INPUT_FACE_CROP, tables.INPUT_SOURCE_FRAMES}
     assert "corrupt" in proc.stderr and "no_face" in proc.stderr   # the summary counts each status
+
+
+@pytest.mark.slow
+def test_a_video_without_a_face_stores_its_whole_frames_and_nothing_measured(folder_store):
+    _, out, _, m = folder_store
+    row = m.loc["noface"]
+    g = zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r")
+    i = int(row.store_index)
+    w, h = int(row.source_width), int(row.source_height)
+    assert not g["face_found"][i].any() and not g["landmarks"][i].any() and not g["blendshapes"][i].any()
+    assert not g["parsing"][i].any() and np.isnan(g["track_score"][i]).all()
+    assert g["frames"][i].std() > 0  # the frames themselves were seen
+    side = max(w, h)  # a square of the longer side around the whole frame: letterboxed
+    assert np.allclose(g["boxes"][i], [(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2])
 
 
 @pytest.mark.slow

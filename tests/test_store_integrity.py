@@ -212,7 +212,7 @@ def test_validation_finds_missing_chunks_of_ok_clips(tmp_path):
     assert validate_store(out) == []
     _drop_clip(out, "frames", 2)
     _chunk(out, "landmarks", 0).unlink()      # the file alone: only the deep check reads each chunk's file
-    expected = [f"{layout.ARRAYS_DIR}/frames: 1 ok clips have no stored chunk (c2); "
+    expected = [f"{layout.ARRAYS_DIR}/frames: 1 stored clips have no stored chunk (c2); "
                 "re-extract them (`fineprep extract --overwrite`)"]
     assert validate_store(out) == expected
     assert validate_store(out, deep=True) == [expected[0], expected[0].replace("frames", "landmarks").replace("c2", "c0")]
@@ -241,9 +241,9 @@ def test_deep_validation_finds_chunks_of_another_size_or_dtype(tmp_path):
     assert validate_store(out) == []                          # cheap: metadata and presence only
     deep = validate_store(out, deep=True)
     assert len(deep) == 2, deep
-    assert deep[0].startswith(f"{layout.ARRAYS_DIR}/frames: 1 ok clips have chunks that do not match the layout (c1: ")
+    assert deep[0].startswith(f"{layout.ARRAYS_DIR}/frames: 1 stored clips have chunks that do not match the layout (c1: ")
     assert "expected 1536 of 1" in deep[0]                    # 2 x 16 x 16 x 3 uint8
-    assert deep[1].startswith(f"{layout.ARRAYS_DIR}/blendshapes: 1 ok clips") and "(c3: " in deep[1]
+    assert deep[1].startswith(f"{layout.ARRAYS_DIR}/blendshapes: 1 stored clips") and "(c3: " in deep[1]
     assert "1-byte items, expected 416 of 4" in deep[1]
 
 
@@ -255,7 +255,7 @@ def test_validate_command_exit_codes(tmp_path):
     _drop_clip(out, "landmarks", 0)
     bad = subprocess.run([FINEPREP, "validate", "--store", str(out)], capture_output=True, text=True, env=ENV,
                          timeout=120)
-    assert bad.returncode == 1 and "landmarks: 1 ok clips have no stored chunk (c0)" in bad.stderr
+    assert bad.returncode == 1 and "landmarks: 1 stored clips have no stored chunk (c0)" in bad.stderr
 
 
 @pytest.mark.parametrize("damage", ["future_schema", "broken_manifest"])

@@ -12,8 +12,8 @@ from .version import SCHEMA_VERSION
 # Per-clip status values written to the manifest.
 STATUS_OK = "ok"
 STATUS_PENDING = "pending"          # indexed, not yet extracted
-STATUS_NO_FACE = "no_face"          # decoded, but no frame had a face
-STATUS_FEW_FACES = "few_faces"      # the face was found in too few kept frames (arrays stored, not trained on)
+STATUS_NO_FACE = "no_face"          # decoded, but no kept frame's face was measured (arrays stored, see frames_input)
+STATUS_FEW_FACES = "few_faces"      # the face was measured in too few kept frames (arrays stored)
 STATUS_MISSING = "missing"          # listed in a split file, absent on disk
 STATUS_CORRUPT = "corrupt"          # zero-byte, truncated or undecodable media
 STATUS_BAD_ANNOTATION = "bad_annotation"  # a split line that does not parse
@@ -24,6 +24,15 @@ STATUSES = (
     STATUS_OK, STATUS_PENDING, STATUS_NO_FACE, STATUS_FEW_FACES, STATUS_MISSING, STATUS_CORRUPT,
     STATUS_BAD_ANNOTATION, STATUS_OUTSIDE_ROOT, STATUS_BAD_PATH, STATUS_ERROR,
 )
+# Clips whose arrays are stored: every one of them is trained on and scored, as the official protocols
+# score every listed test clip. The others (unreadable, absent, refused) stay unscored, counted by status.
+STORED_STATUSES = (STATUS_OK, STATUS_FEW_FACES, STATUS_NO_FACE)
+
+# What a stored clip's `frames` hold (manifest column frames_input).
+INPUT_FACE_CROP = "face_crop"          # square crops around the tracked face
+INPUT_SOURCE_FRAMES = "source_frames"  # a frame-folder source's own frames (aligned crops), resized
+INPUT_WHOLE_FRAME = "whole_frame"      # raw video in which no face was detected: the whole frame, resized
+FRAMES_INPUTS = (INPUT_FACE_CROP, INPUT_SOURCE_FRAMES, INPUT_WHOLE_FRAME)
 
 MANIFEST = pa.schema(
     [
@@ -41,6 +50,7 @@ MANIFEST = pa.schema(
         pa.field("fps", pa.float32()),
         pa.field("frame_indices", pa.list_(pa.int32())), # source frame index of each stored frame
         pa.field("face_found_ratio", pa.float32()),
+        pa.field("frames_input", pa.string()),           # FRAMES_INPUTS: what the stored frames show; null: none stored
         pa.field("source_width", pa.int32()),            # decoded frame size in pixels (boxes are in these)
         pa.field("source_height", pa.int32()),
         pa.field("store_index", pa.int64()),             # row in the Zarr arrays, -1 when none

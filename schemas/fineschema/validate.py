@@ -169,9 +169,10 @@ def _check_rows(root: Path, manifest: Path, n: int, deep: bool, problems: list[s
 
     idx = pq.read_table(manifest, columns=["clip_id", "store_index", "status"]).to_pydict()
     rows = list(zip(idx["clip_id"], idx["store_index"], idx["status"], strict=True))
-    bad = [i for _, i, s in rows if s == tables.STATUS_OK and (i is None or not 0 <= i < n)]
+    bad = [i for _, i, s in rows if s in tables.STORED_STATUSES and (i is None or not 0 <= i < n)]
     if bad:
-        problems.append(f"{layout.MANIFEST_FILE}: {len(bad)} ok rows point outside the arrays (0..{n - 1})")
+        problems.append(f"{layout.MANIFEST_FILE}: {len(bad)} stored rows (ok, few_faces, no_face) point outside "
+                        f"the arrays (0..{n - 1})")
     clips = Counter(c for c, _, _ in rows)
     twice = sorted(c for c, k in clips.items() if k > 1)
     if twice:
@@ -181,7 +182,7 @@ def _check_rows(root: Path, manifest: Path, n: int, deep: bool, problems: list[s
     if shared:
         problems.append(f"{layout.MANIFEST_FILE}: {len(shared)} store_index values are shared by several rows "
                         f"({_examples(shared)})")
-    ok = sorted((i, c) for c, i, s in rows if s == tables.STATUS_OK and i is not None and 0 <= i < n)
+    ok = sorted((i, c) for c, i, s in rows if s in tables.STORED_STATUSES and i is not None and 0 <= i < n)
     zroot = root / layout.ARRAYS_DIR
     group = zarr.open_group(str(zroot), mode="r")
     for spec in layout.ARRAYS:
@@ -195,7 +196,7 @@ def _check_rows(root: Path, manifest: Path, n: int, deep: bool, problems: list[s
             stored = stored_clips(zroot, spec.name, arr)
             missing = [c for i, c in ok if i not in stored]
         if missing:
-            problems.append(f"{layout.ARRAYS_DIR}/{spec.name}: {len(missing)} ok clips have no stored chunk "
+            problems.append(f"{layout.ARRAYS_DIR}/{spec.name}: {len(missing)} stored clips have no stored chunk "
                             f"({_examples(missing)}); re-extract them (`fineprep extract --overwrite`)")
         if deep:
             gone = set(missing)
@@ -226,7 +227,7 @@ def _decode_all(zroot: Path, spec, arr, clips: list[tuple[int, str]], problems: 
         if value.shape != tuple(arr.chunks[1:]) or str(value.dtype) != spec.dtype:
             bad.append(f"{clip}: decoded {value.shape} {value.dtype}")
     if bad:
-        problems.append(f"{layout.ARRAYS_DIR}/{spec.name}: {len(bad)} ok clips have chunks that do not match "
+        problems.append(f"{layout.ARRAYS_DIR}/{spec.name}: {len(bad)} stored clips have chunks that do not match "
                         f"the layout ({_examples(bad, 2)})")
 
 
@@ -240,8 +241,8 @@ def _older_version(root: Path) -> str | None:
     except Exception:  # noqa: BLE001 - not readable: _check_arrays says how
         return None
     if version is not None and version < SCHEMA_VERSION:
-        return (f"written by schema version {version}, older than this fineclip's {SCHEMA_VERSION} (crop boxes, "
-                "shots and unfilled face frames came later); re-run `fineprep extract --overwrite`")
+        return (f"written by schema version {version}, older than this fineclip's {SCHEMA_VERSION} (faceless clips "
+                "stored and scored, frames_input came later); re-run `fineprep extract --overwrite`")
     return None
 
 

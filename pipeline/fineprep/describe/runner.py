@@ -81,11 +81,12 @@ def shard_of(clip_id: str, n: int) -> int:
 
 
 def select_clips(store: Path, shard: tuple[int, int]) -> tuple[list[tuple[str, int]], str | None]:
-    """(clip_id, store_index) of the ok clips in this shard, and the store's dataset name."""
+    """(clip_id, store_index) of the stored clips in this shard (ok, few_faces, no_face: every clip the
+    trainer scores), and the store's dataset name."""
     manifest = store / layout.MANIFEST_FILE
     if not manifest.exists():
         raise DescribeError(f"{manifest} not found: run `fineprep extract` first, or check --store")
-    t = read_manifest(store, statuses=[tables.STATUS_OK], columns=["clip_id", "dataset", "store_index"])
+    t = read_manifest(store, statuses=tables.STORED_STATUSES, columns=["clip_id", "dataset", "store_index"])
     t = t.filter(pc.greater_equal(t["store_index"], 0))
     dataset = t["dataset"][0].as_py() if t.num_rows else None
     i, n = shard

@@ -139,7 +139,7 @@ def run_batch(spec: BatchSpec) -> BatchReport:
         timer.add("setup", t0)
         for store_index, entry in spec.clips:
             result = extract_clip(entry, root, spec.config, models, tracker, parser, timer)
-            stored = result.arrays is not None  # ok, and few_faces (kept for inspection, not trained on)
+            stored = result.arrays is not None  # every clip whose frames decode (tables.STORED_STATUSES)
             if stored:
                 t0 = time.perf_counter()
                 writer.write(store_index, result.arrays)
@@ -149,6 +149,7 @@ def run_batch(spec: BatchSpec) -> BatchReport:
                 result.status, printable(result.error), num_source_frames=result.num_source_frames, fps=result.fps,
                 frame_indices=result.indices or None, face_found_ratio=result.face_found_ratio,
                 source_width=result.source_width, source_height=result.source_height,
+                frames_input=result.frames_input,
             ))
             statuses[result.status] = statuses.get(result.status, 0) + 1
     if spec.write_part:

@@ -9,9 +9,13 @@ resized; the landmarker still runs on every frame.
 
 Nothing is copied between frames: a kept frame whose face the landmarker misses is tried again on a
 wider and on a tighter window; if both miss too, its landmarks, blendshapes and parsing stay zeros and
-`face_found` is false. A clip without any detected face is `no_face`; one whose landmarker found the
-face in fewer than `min_found_ratio` of its kept frames is `few_faces` (its arrays are stored, the
-trainer skips it).
+`face_found` is false.
+
+Every clip whose frames decode is stored, because the official protocols score every listed clip: one
+whose landmarker found the face in fewer than `min_found_ratio` of its kept frames is `few_faces`, in
+none `no_face`. A raw video in which the detector found no face at all stores its whole frames, letterboxed
+to a square (`frames_input = whole_frame`, boxes = the whole frame): pixels that were really there, not a
+guess at a face. Only clips that cannot be read stay without arrays.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class ClipResult:
     arrays: dict[str, np.ndarray] | None = None
     source_width: int | None = None
     source_height: int | None = None
+    frames_input: str | None = None  # tables.FRAMES_INPUTS: what the stored frames show
 
     @property
     def face_found_ratio(self) -> float | None:
@@ -97,32 +102,45 @@ def _extract(entry: ClipEntry, root: Path, config: ExtractConfig, models: faces.
         crops = np.stack([faces.resize_square(f, config.size) for f in sampled.frames])
         boxes = np.tile(np.array([0, 0, w, h], np.float32), (t, 1))
         shot = np.zeros(t, np.int16)
-        win = tracks.Windows(np.full(t, w / 2), np.full(t, h / 2), np.full(t, float(max(w, h))),
-                             np.full(t, np.nan, np.float32))
+        win, shown = _whole(t, w, h), tables.INPUT_SOURCE_FRAMES
     else:
-        shot, win = _track(entry, sampled, cuts, config, models, timer)
+        shot, win, shown = _track(entry, sampled, cuts, config, models, timer)
         t0 = time.perf_counter()
         crops = np.stack([faces.crop_square(f, win.cx[i], win.cy[i], win.side[i], config.size)
                           for i, f in enumerate(sampled.frames)])
         boxes = win.boxes()
     t0 = timer.add("crop", t0)
-    marks, shapes, found = _landmarks(sampled.frames, crops, boxes, win, config.size, models, tracker)
+    marks, shapes, found = _landmarks(sampled.frames, crops, boxes, win, config.size, models, tracker,
+                                      retry=shown != tables.INPUT_WHOLE_FRAME)
     t0 = timer.add("landmarks", t0)
-    if not found.any():
-        raise media.ClipFailure(tables.STATUS_NO_FACE, f"the landmarker found no face in any of {t} frames")
-    parsing = parser.parse(crops, marks)
+    parsing = parser.parse(crops, marks) if found.any() else np.zeros(crops.shape[:3], np.uint8)
     parsing[~found] = 0  # nothing measured there
     timer.add("parsing", t0)
     arrays = {"frames": crops, "parsing": parsing, "landmarks": marks, "blendshapes": shapes, "face_found": found,
               "boxes": boxes.astype(np.float32), "shot": shot.astype(np.int16),
               "track_score": win.track_score.astype(np.float32)}
-    status, error = tables.STATUS_OK, None
-    if found.mean() < config.min_found_ratio:
-        status = tables.STATUS_FEW_FACES
-        error = (f"the landmarker found the face in {int(found.sum())} of {t} kept frames, below the "
-                 f"min found ratio {config.min_found_ratio:g}")
+    status, error = _face_status(found, shown, config.min_found_ratio)
     return ClipResult(entry, status, error, sampled.indices, sampled.num_source_frames, sampled.fps, arrays,
-                      source_width=w, source_height=h)
+                      source_width=w, source_height=h, frames_input=shown)
+
+
+def _face_status(found: np.ndarray, shown: str, min_ratio: float) -> tuple[str, str | None]:
+    """ok, few_faces or no_face from the kept frames whose face was measured, with the reason."""
+    t, n = len(found), int(found.sum())
+    if shown == tables.INPUT_WHOLE_FRAME and not n:
+        return tables.STATUS_NO_FACE, f"no face detected in any of {t} sampled frames: whole frames stored"
+    if not n:
+        return tables.STATUS_NO_FACE, f"the landmarker found no face in any of {t} frames"
+    if n / t < min_ratio:
+        return tables.STATUS_FEW_FACES, (f"the landmarker found the face in {n} of {t} kept frames, below the "
+                                         f"min found ratio {min_ratio:g}")
+    return tables.STATUS_OK, None
+
+
+def _whole(t: int, w: int, h: int) -> tracks.Windows:
+    """Windows covering each whole frame: a square of the longer side, centred (letterboxed)."""
+    return tracks.Windows(np.full(t, w / 2), np.full(t, h / 2), np.full(t, float(max(w, h))),
+                          np.full(t, np.nan, np.float32))
 
 
 def _decode(entry: ClipEntry, root: Path, config: ExtractConfig) -> tuple[media.Sampled, shots.CutWatcher | None]:
@@ -143,28 +161,30 @@ def _decode(entry: ClipEntry, root: Path, config: ExtractConfig) -> tuple[media.
 
 
 def _track(entry: ClipEntry, sampled: media.Sampled, cuts: shots.CutWatcher | None, config: ExtractConfig,
-           models: faces.FaceModels, timer: StageTimer) -> tuple[np.ndarray, tracks.Windows]:
-    """Every face of every kept frame, linked into tracks per shot; the chosen track's crop windows."""
+           models: faces.FaceModels, timer: StageTimer) -> tuple[np.ndarray, tracks.Windows, str]:
+    """Every face of every kept frame, linked into tracks per shot; the chosen track's crop windows and
+    what they show (the face, or the whole frame where no face was detected in any kept frame)."""
     t0 = time.perf_counter()
     h, w = sampled.frames[0].shape[:2]
     found_boxes = detect.TiledDetector(models.detector, config.min_face).detect_all(sampled.frames)
     t0 = timer.add("detect", t0)
-    if not any(len(b) for b in found_boxes):
-        raise media.ClipFailure(tables.STATUS_NO_FACE,
-                                f"no face detected in any of {len(sampled.frames)} sampled frames")
     shot = shots.shot_index(sampled.frames, config.cut_change) if cuts is None else cuts.shots(sampled.indices)
+    if not any(len(b) for b in found_boxes):
+        timer.add("track", t0)
+        return shot, _whole(len(sampled.frames), w, h), tables.INPUT_WHOLE_FRAME
     chosen = tracks.choose(tracks.link(found_boxes, shot), shot, w, h, config.face)
     win = tracks.windows(chosen, shot, w, h, config.margin, config.smooth_sigma)
     timer.add("track", t0)
-    return shot, win
+    return shot, win, tables.INPUT_FACE_CROP
 
 
 def _landmarks(frames: list[np.ndarray], crops: np.ndarray, boxes: np.ndarray, win: tracks.Windows, size: int,
-               models: faces.FaceModels, tracker: faces.Tracker) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Landmarks and blendshapes per crop; a missed frame is retried on a wider, then a tighter window
-    (its crop and box updated in place when one finds the face)."""
+               models: faces.FaceModels, tracker: faces.Tracker,
+               retry: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Landmarks and blendshapes per crop; with `retry`, a missed frame is tried again on a wider, then a
+    tighter window (its crop and box updated in place when one finds the face)."""
     marks, shapes, found = tracker.run(crops)
-    for i in np.flatnonzero(~found):
+    for i in np.flatnonzero(~found) if retry else ():
         for k in RETRY_SCALES:
             crop = faces.crop_square(frames[i], win.cx[i], win.cy[i], win.side[i] * k, size)
             got = faces.landmarks_of(models.still, crop)

@@ -248,7 +248,7 @@ class _Job:
             self.failures += len(clips)
             return True
         self.reports.append(rep)
-        self.failures += sum(v for k, v in rep.statuses.items() if k != tables.STATUS_OK)
+        self.failures += sum(v for k, v in rep.statuses.items() if k not in tables.STORED_STATUSES)
         if retry is not None:
             retry.rows.extend(rep.rows or [])
             self._next_single(retry)

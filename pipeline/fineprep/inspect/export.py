@@ -112,7 +112,7 @@ def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", f
     lines: dict[tuple[int, str], list[str]] = {}
     usable = []
     for row in store.rows:
-        if row["status"] != tables.STATUS_OK:
+        if row["status"] not in tables.STORED_STATUSES:
             skipped[f"status {row['status']}"] += 1
         elif not row["label"]:
             skipped["unlabelled"] += 1

@@ -54,12 +54,11 @@ class StoreView:
 
     def ok_row(self, clip_id: str) -> dict:
         row = self.row(clip_id)
-        stored = (tables.STATUS_OK, tables.STATUS_FEW_FACES)  # few_faces keeps its arrays to be looked at
-        if row["status"] not in stored or row["store_index"] is None or row["store_index"] < 0:
+        if row["status"] not in tables.STORED_STATUSES or row["store_index"] is None or row["store_index"] < 0:
             reason = f": {row['error']}" if row.get("error") else ""
             raise InspectError(
                 f"clip {clip_id!r} has status {row['status']!r}{reason}; it has no stored frames to show "
-                "(pick a clip with status ok, see `fineprep stats`)"
+                "(pick a clip with status ok, few_faces or no_face, see `fineprep stats`)"
             )
         return row
 
