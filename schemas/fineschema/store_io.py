@@ -154,3 +154,30 @@ def choose_descriptions(root: str | Path, *, model: str | None = None, prompt: s
 def _stamp(row: dict) -> float:
     when = row.get("created_at")
     return when.timestamp() if when is not None else float("-inf")
+
+
+def description_counts(root: str | Path, *, model: str | None = None, prompt: str | None = None) -> dict[str, int]:
+    """How many description rows the store (or the named model / prompt) holds and what became of them:
+    `rows` (one per clip and set), `failed` (status not ok), `empty` (ok, but nothing left after
+    refinement), `random` (usable text from a random-weight model), `usable` (the rest). A reader that
+    finds nothing to train on says these numbers instead of "no descriptions"."""
+    table = read_descriptions(root, model=model, prompt=prompt, include_random=True)
+    counts = {"rows": table.num_rows, "failed": 0, "empty": 0, "random": 0, "usable": 0}
+    texts = table["refined_text"].to_pylist()
+    for status, text, rnd in zip(table["status"].to_pylist(), texts, table["random_weights"].to_pylist(),
+                                 strict=True):
+        kind = ("failed" if status != tables.STATUS_OK else "empty" if not (text or "").strip()
+                else "random" if rnd else "usable")
+        counts[kind] += 1
+    return counts
+
+
+def counts_line(counts: dict[str, int]) -> str:
+    """`description_counts` as words: "14 description rows, 14 empty after refinement"."""
+    words = {"failed": "failed", "empty": "empty after refinement", "random": "from a random-weight model",
+             "usable": "usable"}
+    parts = [f"{counts['rows']} description rows"]
+    parts += [f"{counts[k]} {w}" for k, w in words.items() if counts[k] and k != "usable"]
+    if counts["rows"]:
+        parts.append(f"{counts['usable']} usable")
+    return ", ".join(parts)

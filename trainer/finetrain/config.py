@@ -49,6 +49,8 @@ class ModelConfig:
     grad_checkpointing: bool = False    # recompute adapted blocks in backward (less memory, ~1/3 more compute)
     frozen_dtype: str = "auto"          # auto (bf16 when the run autocasts to bf16) | float32 | bfloat16
     compile: bool = False               # torch.compile the two CLIP towers
+    missing_streams: str = "refuse"     # refuse | drop: a stream the store cannot feed stops the run, or is
+                                        # dropped (recorded in run.json, test.json and the report)
 
 
 @dataclass
@@ -103,6 +105,7 @@ class RunConfig:
     checkpoint_every: int = 0           # also checkpoint every N optimiser steps (0: per epoch only)
     max_steps: int = 0                  # stop after N optimiser steps (0: run all epochs)
     threads: int = 0                    # torch.set_num_threads (0: leave torch's default)
+    strict_protocol: bool = False       # refuse a fold whose listed test clips cannot all be scored
 
 
 @dataclass
@@ -279,6 +282,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"model.{key} must be above 0 (or null), got {getattr(m, key)}")
     if any(not w >= 0 for w in cfg.loss.infer_negative_grid):
         raise ConfigError(f"loss.infer_negative_grid must hold numbers >= 0, got {cfg.loss.infer_negative_grid}")
+    if m.missing_streams not in ("refuse", "drop"):
+        raise ConfigError(f"model.missing_streams must be refuse or drop, got {m.missing_streams!r}")
     if cfg.optim.amp not in ("auto", "bf16", "off"):
         raise ConfigError(f"optim.amp must be auto, bf16 or off, got {cfg.optim.amp!r}")
     if cfg.run.select_metric not in ("uar", "war"):

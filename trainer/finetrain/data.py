@@ -1,7 +1,9 @@
 """Reading a fineprep store for training: the clip table, descriptions, and a torch Dataset.
 
 `StoreInfo.open` validates the store against the contract (`fineschema.check_store`) and reads the
-manifest once. `StoreDataset` opens the Zarr arrays lazily in each DataLoader worker (a Zarr handle
+manifest once: every stored, labelled clip (ok, few_faces and no_face alike: the protocols score every
+listed clip; frames without a measured face carry no overlay, dots or blendshape values), and, for the
+counts a run reports, the listed clips that have no arrays (missing, corrupt, ...) with their status. `StoreDataset` opens the Zarr arrays lazily in each DataLoader worker (a Zarr handle
 is never pickled), picks the clip's frames (`frame_positions`: one per segment, random in training),
 applies one random crop, flip and colour jitter to its frames, parsing map and landmarks alike, and
 renders the parsing overlay and landmark dots. Items carry uint8 images and their jitter factors;
@@ -22,7 +24,16 @@ import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 
-from fineschema import StoreError, check_store, choose_descriptions, layout, read_manifest, tables
+from fineschema import (
+    ExtractSettings,
+    StoreError,
+    check_store,
+    choose_descriptions,
+    description_counts,
+    layout,
+    read_manifest,
+    tables,
+)
 from fineschema.labels import LABEL_SETS
 
 from .chunks import ChunkReader
@@ -32,7 +43,8 @@ from .transforms import VISUAL_STREAMS
 
 @dataclass
 class StoreInfo:
-    """What the trainer needs from a store: its attributes and the usable (ok, labelled) clips."""
+    """What the trainer needs from a store: its attributes, its stored labelled clips (the clip table) and
+    the listed clips without arrays (`unscored`: status and folds, for the protocol counts)."""
 
     root: Path
     attrs: dict
@@ -50,6 +62,14 @@ class StoreInfo:
     # kept apart so training never uses them unless asked to (data.random_descriptions=true)
     random_descriptions: dict[str, str] = field(default_factory=dict)
     frames_warned: bool = field(default=False, repr=False, compare=False)  # `frames_for` warns once per store
+    face_status: list[str] = field(default_factory=list)  # per clip: ok, few_faces or no_face
+    unscored: list[dict] = field(default_factory=list)    # {clip_id, status, train_folds, test_folds}
+    description_counts: dict[str, int] = field(default_factory=dict)  # fineschema.description_counts
+
+    @property
+    def settings(self) -> ExtractSettings:
+        """The extraction settings that made the store (`fineschema.ExtractSettings`)."""
+        return ExtractSettings.from_attrs(self.attrs)
 
     @property
     def frames(self) -> int:
@@ -79,10 +99,10 @@ class StoreInfo:
         check_store(root)
         attrs = dict(zarr.open_group(str(root / layout.ARRAYS_DIR), mode="r").attrs)
         labels = LABEL_SETS[attrs["label_set"]]
-        table = read_manifest(root, statuses=[tables.STATUS_OK],
+        table = read_manifest(root, statuses=tables.STORED_STATUSES,
                               columns=["clip_id", "label", "train_folds", "test_folds", "store_index",
-                                       "frame_indices"])
-        rows = table.filter(pc.is_valid(table["label"])).to_pydict()
+                                       "frame_indices", "status"])
+        rows = table.filter(pc.and_(pc.is_valid(table["label"]), pc.greater_equal(table["store_index"], 0))).to_pydict()
         position = {name: i for i, name in enumerate(labels)}
         unknown = sorted({lab for lab in rows["label"] if lab not in position})
         if unknown:
@@ -103,7 +123,24 @@ class StoreInfo:
             descriptions=read_descriptions(root, descriptions_model, descriptions_prompt, random_weights=False),
             random_descriptions=read_descriptions(root, descriptions_model, descriptions_prompt,
                                                   random_weights=True),
+            face_status=list(rows["status"]),
+            unscored=unscored_clips(root, set(rows["clip_id"])),
+            description_counts=description_counts(root, model=descriptions_model, prompt=descriptions_prompt),
         )
+
+
+def unscored_clips(root: Path, stored: set[str]) -> list[dict]:
+    """Manifest rows listed in some fold but not in the clip table: no arrays (missing, corrupt, error, ...)
+    or no label; each with its status (`no_label` for a stored clip without one)."""
+    table = read_manifest(root, columns=["clip_id", "status", "train_folds", "test_folds"]).to_pylist()
+    out = []
+    for row in table:
+        if row["clip_id"] in stored or not (row["train_folds"] or row["test_folds"]):
+            continue
+        status = row["status"] if row["status"] not in tables.STORED_STATUSES else "no_label"
+        out.append({**row, "status": status, "train_folds": list(row["train_folds"] or []),
+                    "test_folds": list(row["test_folds"] or [])})
+    return out
 
 
 def read_descriptions(root: str | Path, model: str | None = None, prompt: str | None = None,

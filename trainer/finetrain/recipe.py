@@ -39,6 +39,7 @@ from .config import Config, ConfigError
 from .data import ShardedBatchSampler, StoreDataset, StoreInfo
 from .metrics import score
 from .predictions import Predictions, write_predictions
+from .protocol import check_strict, describe, fold_counts, is_partial
 from .rundir import (
     BEST,
     CHECKPOINTS,
@@ -53,10 +54,12 @@ from .rundir import (
 from .runinfo import store_run_info, write_run_info
 from .runtime import autocast, barrier, init_distributed, seeded_model, to_device
 from .split import Split, fold_split
+from .streams import RANDOM_WEIGHTS_LINE, StreamPlan, paper_row, plan_streams, weights_record
 
 __all__ = ["BEST", "CONFIG_FILE", "LAST", "METRICS_CSV", "METRICS_JSONL", "STEPS_JSONL", "TEST_JSON",
            "BestOnValidation", "LastEpoch", "Objective", "Prepared", "Recipe", "Supervised", "evaluate",
-           "lr_factor", "make_loader", "param_groups", "prepare", "train", "trim_logs", "write_test_outputs"]
+           "checked_inputs", "input_record", "lr_factor", "make_loader", "param_groups", "pct", "prepare", "score_line",
+           "train", "trim_logs", "write_test_outputs"]
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -69,35 +72,31 @@ class Prepared:
     cfg: Config
     notes: list[str]
     train_rows: np.ndarray | None = None  # rows the objective trains on (default: the split's training rows)
+    streams: StreamPlan | None = None     # the streams fed, and those dropped with why (`streams.plan_streams`)
+    counts: dict | None = None            # listed / scored / unscored clips per side (`protocol.fold_counts`)
 
     def __post_init__(self):
         if self.train_rows is None:
             self.train_rows = self.split.train
 
 
-def _check_descriptions(cfg: Config, info: StoreInfo) -> list[str]:
-    """Turn the description stream off where the store has none (saying why); refuse what cannot work."""
-    notes = []
-    if cfg.data.random_descriptions and info.random_descriptions:
-        info.descriptions = {**info.random_descriptions, **info.descriptions}
+def _notes(plan: StreamPlan, counts: dict, cfg: Config) -> list[str]:
+    """The console notes of a run's inputs: random weights, dropped streams, a partial fold."""
+    notes = [RANDOM_WEIGHTS_LINE] if cfg.model.pretrained is None else []
+    if plan.random_descriptions:
         notes.append("using descriptions from a random-weight model (data.random_descriptions=true): "
                      "meaningless text, for plumbing runs only")
-    elif info.random_descriptions and not info.descriptions and "description" in cfg.model.streams:
-        notes.append("the store's descriptions come from a random-weight model (meaningless text); the description "
-                     "stream and loss are off (set data.random_descriptions=true to use them anyway)")
-    if "description" in cfg.model.streams and not info.descriptions:
-        cfg.model.streams = [s for s in cfg.model.streams if s != "description"]
-        if cfg.model.fusion_weights is not None and len(cfg.model.fusion_weights) == len(cfg.model.streams) + 1:
-            raise ConfigError("model.fusion_weights names a description stream, but the store has no descriptions")
-        if not info.random_descriptions:
-            notes.append("the store has no descriptions: the description stream and loss are off")
-        if not cfg.model.streams:
-            raise ConfigError("model.streams holds only description, and the store has no descriptions")
+    for stream, why in plan.dropped.items():
+        notes.append(f"stream {stream} dropped (model.missing_streams=drop): {why}")
+    if plan.dropped:
+        notes.append(f"training streams {', '.join(plan.used)}: paper row {paper_row(plan.used) or 'none'}")
+    if is_partial(counts["test"]):
+        notes.append(f"fold {counts.get('fold')}: {describe(counts['test'])}: its UAR/WAR are marked partial")
     return notes
 
 
 def prepare(cfg: Config, store: str | Path) -> Prepared:
-    """Validate the store, the fold and the descriptors against the config; raise one-line errors."""
+    """Validate the store, the fold, the streams and the descriptors against the config; raise one-line errors."""
     import fineprompts
 
     info = StoreInfo.for_config(store, cfg)
@@ -105,10 +104,23 @@ def prepare(cfg: Config, store: str | Path) -> Prepared:
         fineprompts.load_descriptors(info.labels, cfg.model.descriptors)
     except KeyError as exc:  # the descriptor file lacks a class of the store's label set
         raise ConfigError(f"store label set {info.attrs['label_set']!r}: {exc.args[0]}") from None
-    notes = _check_descriptions(cfg, info)
     split = fold_split(info.train_folds, info.test_folds, info.label_index, cfg.run.fold,
                        cfg.data.val_fraction, cfg.run.seed)
-    return Prepared(info=info, split=split, cfg=cfg, notes=notes)
+    return checked_inputs(Prepared(info=info, split=split, cfg=cfg, notes=[]))
+
+
+def checked_inputs(prep: Prepared) -> Prepared:
+    """The streams planned (refused or dropped) and the fold's counts taken, on a prepared run."""
+    prep.streams = plan_streams(prep.cfg, prep.info, prep.train_rows)
+    prep.counts = {"fold": prep.split.fold, **fold_counts(prep.info, prep.split)}
+    check_strict(prep.counts, prep.split.fold, prep.cfg.run.strict_protocol)
+    prep.notes = [*_notes(prep.streams, prep.counts, prep.cfg), *prep.notes]
+    return prep
+
+
+def input_record(prep: Prepared) -> dict:
+    """What run.json and test.json say about a run's inputs: streams, weights, clip counts."""
+    return {**prep.streams.record(), **weights_record(prep.cfg), "clips": prep.counts}
 
 
 # --------------------------------------------------------------------------------- optimiser, schedule
@@ -218,6 +230,22 @@ def with_negative_weight(cfg: Config, res: dict) -> tuple[float, float, str]:
     return uar, war, f", negatives weighted {w:g}"
 
 
+def pct(x: float) -> str:
+    """A fraction as a person reads it: percent with two decimals (JSON keeps the fraction)."""
+    return "–" if x is None or x != x else f"{100 * x:.2f}%"
+
+
+def score_line(t: dict) -> str:
+    """'UAR 45.67% WAR 50.00% (3 of 5 listed test clips scored (partial: ...); streams ...; random weights)'."""
+    line = f"UAR {pct(t['uar'])} WAR {pct(t['war'])}"
+    bits = [describe(t["clips"])] if t.get("clips") else [f"{t.get('count', '?')} clips"]
+    if t.get("streams"):
+        bits.append(f"streams {', '.join(t['streams'])} ({t.get('paper_row') or 'no paper row'})")
+    if t.get("random_weights"):
+        bits.append("random CLIP weights: plumbing, not a result")
+    return f"{line} ({'; '.join(bits)})"
+
+
 # ---------------------------------------------------------------------------------------------- logs
 def _read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
@@ -267,8 +295,10 @@ def trim_logs(out: str | Path, step: int, epoch: int) -> None:
         _write_metrics_csv(run)
 
 
-def write_test_outputs(out: str | Path, info: StoreInfo, result: dict, fold, epoch, selected: str) -> dict:
-    """test.json (UAR, WAR, per-class recall, confusion) and predictions.parquet for the test fold."""
+def write_test_outputs(out: str | Path, info: StoreInfo, result: dict, fold, epoch, selected: str,
+                       inputs: dict | None = None) -> dict:
+    """test.json (UAR, WAR, per-class recall, confusion; with `inputs` (`input_record`) the clips listed,
+    scored and unscored, `partial`, the streams and the weights) and predictions.parquet for the test fold."""
     run = RunDir(out)
     scores = score(result["labels"], result["logits"].argmax(1), info.labels)
     probs = torch.softmax(torch.from_numpy(result["logits"]), dim=1).numpy()
@@ -277,6 +307,9 @@ def write_test_outputs(out: str | Path, info: StoreInfo, result: dict, fold, epo
     preds = Predictions.from_probs(info.labels, clip_ids, probs, true_labels=true, fold=fold)
     write_predictions(run.predictions, preds)
     summary = {"fold": fold, "selected": selected, "epoch": epoch, **scores.to_dict()}
+    if inputs is not None:
+        clips = inputs["clips"]["test"]
+        summary.update({k: v for k, v in inputs.items() if k != "clips"}, clips=clips, partial=is_partial(clips))
     tmp = run.test_json.with_name(TEST_JSON + ".tmp")  # test.json marks a finished run: whole or not at all
     tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     os.replace(tmp, run.test_json)
@@ -304,6 +337,7 @@ class Objective:
                       f"{', '.join(model.streams)}: {trainable:,} trainable of {total:,} parameters")
         console.print(f"fold {split.fold}: {len(split.train)} train, {len(split.val)} validation, "
                       f"{len(split.test)} test clips; {len(info.labels)} classes ({info.attrs['label_set']})")
+        console.print(f"  {describe(prep.counts['train'], 'training')}; {describe(prep.counts['test'])}")
 
     def run_info(self, prep: Prepared) -> dict:
         return {"mode": self.mode, "fold": prep.cfg.run.fold}
@@ -337,11 +371,9 @@ class Objective:
         return {}
 
     def report_test(self, console, run: RunDir, fold, t: dict, labels, fresh: bool, epoch) -> None:
-        if fresh:
-            console.print(f"test fold {fold} (checkpoint of epoch {epoch}, chosen on validation): "
-                          f"UAR {t['uar']:.4f} WAR {t['war']:.4f}")
-        else:
-            console.print(f"{run.root} is finished; test UAR {t['uar']:.4f} WAR {t['war']:.4f}")
+        where = (f"test fold {fold} (checkpoint of epoch {epoch}, chosen on validation)" if fresh
+                 else f"{run.root} is finished; test")
+        console.print(f"{where}: {score_line(t)}")
 
 
 class Supervised(Objective):
@@ -362,7 +394,7 @@ class BestOnValidation:
             uar, war, weighted = recipe.validate()
             metric = uar if cfg.run.select_metric == "uar" else war
             write_metrics(recipe.rundir, {**row, "split": "val", "loss": None, "uar": uar, "war": war})
-            msg = f"epoch {epoch + 1}: train loss {row['loss']:.4f}, val UAR {uar:.4f} WAR {war:.4f}{weighted}"
+            msg = f"epoch {epoch + 1}: train loss {row['loss']:.4f}, val UAR {pct(uar)} WAR {pct(war)}{weighted}"
             if state.best is None or metric > state.best:
                 state.best, state.best_epoch = metric, epoch + 1
                 recipe.save_best(cfg.to_json(), {"epoch": epoch + 1, "step": state.step, "val_uar": uar,
@@ -460,7 +492,8 @@ class Recipe:
         if self.main:
             self.rundir.root.mkdir(parents=True, exist_ok=True)
             self.cfg.dump(self.rundir.config)
-            write_run_info(self.rundir.root, **self.objective.run_info(self.prep), **store_run_info(self.info))
+            write_run_info(self.rundir.root, **self.objective.run_info(self.prep), **store_run_info(self.info),
+                           **input_record(self.prep))
         self._setup_training(rank)
 
     def _setup_training(self, rank: int) -> None:
@@ -595,7 +628,8 @@ class Recipe:
         epoch = ckpt.read_state(self.rundir.best)["epoch"]
         loader = make_loader(self.info, split.test, self.model, self.cfg, train=False)
         res = evaluate(self.model, loader, self.device, self.cfg.optim.amp)
-        t = write_test_outputs(self.rundir.root, self.info, res, split.fold, epoch, self.rule.selected)
+        t = write_test_outputs(self.rundir.root, self.info, res, split.fold, epoch, self.rule.selected,
+                               input_record(self.prep))
         self.objective.report_test(self.console, self.rundir, split.fold, t, self.info.labels, True, epoch)
         return t
 

@@ -35,12 +35,12 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from fineschema import layout
+from fineschema import counts_line, layout
 
 from .config import Config, ConfigError, from_dict
 from .errors import FinetrainError
 from .losses import alignment_loss, text_targets
-from .recipe import LastEpoch, Objective, Prepared, Recipe, batch_loader
+from .recipe import LastEpoch, Objective, Prepared, Recipe, batch_loader, checked_inputs, pct, score_line
 from .runtime import gather_rows
 
 __all__ = ["TEXT_SOURCES", "ZeroShot", "ZeroShotError", "alignment_loss", "clip_texts", "text_targets",
@@ -75,8 +75,11 @@ def clip_texts(info, text: str) -> dict[str, str]:
     if text == "descriptions":
         texts = dict(info.descriptions)
         if not texts:
-            raise ZeroShotError(f"store {info.root} has no descriptions; run `fineprep describe` first, "
-                                "or use --text captions on a MAFW store")
+            counts = info.description_counts or {"rows": 0, "failed": 0, "empty": 0, "random": 0, "usable": 0}
+            what = ("run `fineprep describe` with a trained model" if counts["rows"] == counts["random"] + counts["failed"]
+                    or not counts["rows"] else "describe again with a prompt and model whose text survives refinement")
+            raise ZeroShotError(f"store {info.root}: no usable descriptions for --text descriptions "
+                                f"({counts_line(counts)}); {what}, or use --text captions on a MAFW store")
         return texts
     table = pq.read_table(info.root / layout.MANIFEST_FILE, columns=["clip_id", "caption_en"]).to_pydict()
     texts = {c: t.strip() for c, t in zip(table["clip_id"], table["caption_en"], strict=True) if t and t.strip()}
@@ -125,7 +128,7 @@ class ZeroShot(Objective):
         rows = np.asarray([r for r in split.train if info.clip_ids[r] in self.texts], dtype=np.int64)
         if len(rows) < 2:
             raise ZeroShotError(f"fold {split.fold}: {len(rows)} training clips have {self.text}; need at least 2")
-        return Prepared(info=info, split=split, cfg=cfg, notes=[], train_rows=rows)
+        return checked_inputs(Prepared(info=info, split=split, cfg=cfg, notes=[], train_rows=rows))
 
     def announce(self, console, prep: Prepared, model, trainable: int, total: int) -> None:
         split, text = prep.split, self.text
@@ -172,8 +175,7 @@ class ZeroShot(Objective):
         return {"mode": self.mode, "text": self.text}
 
     def report_test(self, console, run, fold, t: dict, labels, fresh: bool, epoch) -> None:
-        console.print(f"zero-shot test fold {fold}: UAR {t['uar']:.4f} WAR {t['war']:.4f} "
-                      f"(chance {1 / len(labels):.4f})")
+        console.print(f"zero-shot test fold {fold}: {score_line(t)}; chance {pct(1 / len(labels))}")
 
 
 def train_zero_shot(cfg: Config, store: str | Path, out: str | Path, text: str = "captions", resume: bool = False,
