@@ -166,8 +166,10 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def save(folder: Path, model, cfg_json: str, labels, state: dict, optimizer=None) -> None:
-    """Write a checkpoint to FOLDER.tmp, fsync it, then switch it in (see the module docstring)."""
+def save(folder: Path, model, cfg_json: str, labels, state: dict, optimizer=None, extraction: dict | None = None) -> None:
+    """Write a checkpoint to FOLDER.tmp, fsync it, then switch it in (see the module docstring).
+    `extraction` (`fineschema.ExtractSettings.to_dict()` of the training store) goes into the metadata, so
+    `finetrain predict` extracts new videos as the training data was extracted."""
     folder = Path(folder)
     tmp = _sibling(folder, ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -175,7 +177,8 @@ def save(folder: Path, model, cfg_json: str, labels, state: dict, optimizer=None
     net = _unwrap(model)
     named = {n: p for n, p in net.named_parameters() if p.requires_grad}
     tensors = {n: p.detach().cpu().contiguous() for n, p in named.items()}
-    meta = {"format": FORMAT, "config": cfg_json, "labels": json.dumps(list(labels))}
+    meta = {"format": FORMAT, "config": cfg_json, "labels": json.dumps(list(labels)),
+            "extraction": json.dumps(extraction)}
     save_file(tensors, str(tmp / MODEL_FILE), metadata=meta)
     if optimizer is not None:
         ids = {id(p): n for n, p in named.items()}
@@ -216,7 +219,8 @@ def read_meta(folder: Path) -> dict:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{folder}: not a finetrain checkpoint (format {meta.get('format')!r})")
     try:
-        return {"config": json.loads(meta["config"]), "labels": json.loads(meta["labels"])}
+        return {"config": json.loads(meta["config"]), "labels": json.loads(meta["labels"]),
+                "extraction": json.loads(meta.get("extraction") or "null")}
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: damaged metadata ({exc}); use a checkpoint written by finetrain") from None
 

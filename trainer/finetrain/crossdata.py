@@ -9,6 +9,7 @@ the shared classes alone), so a prediction is never a class the target dataset c
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from fineschema.labels import MAFW11, MAFW_COMBOS, label_set
 
 from .errors import FinetrainError
 from .predictions import Predictions
+from .protocol import score_line
 from .rundir import RunDir
 
 
@@ -236,7 +238,7 @@ def _predict_rows(folder: Path, info, rows: np.ndarray, labels: tuple[str, ...],
     res = recipe.evaluate(model, loader, torch.device(device))
     probs = torch.softmax(torch.from_numpy(res["logits"]), dim=1).numpy()
     return Predictions.from_probs(labels, [info.clip_ids[r] for r in res["rows"]], probs,
-                                  [info.labels[i] for i in res["labels"]], k)
+                                  [info.labels[i] for i in res["labels"]], k), cfg
 
 
 def _evaluate_model(folder: Path, k: int | None, info, store: str | Path, clips: str, in_store: list[int],
@@ -249,12 +251,24 @@ def _evaluate_model(folder: Path, k: int | None, info, store: str | Path, clips:
     cmap = class_map(info.labels, info.labels) if zero_shot else class_map(run_labels(folder), info.labels)
     use_test = _use_test(clips, k, in_store, store)
     rows = _rows(info, k if use_test else None, cmap, store)
-    mapped = cmap.apply(_predict_rows(folder, info, rows, cmap.source, k, chosen, device))
+    preds, cfg = _predict_rows(folder, info, rows, cmap.source, k, chosen, device)
+    mapped = cmap.apply(preds)
     s = mapped.scores()
+    record = _coverage(info, rows, k if use_test else None, cfg, s)
     line = (f"{folder.name} (fold {k}, {'zero-shot' if zero_shot else 'supervised'}) on {Path(store).name}: "
-            f"{len(mapped)} {'test' if use_test else 'labelled'} clips, {cmap.describe()}: "
-            f"UAR {s.uar:.4f} WAR {s.war:.4f}")
-    return mapped, line
+            f"{cmap.describe()}: {score_line(record)}")
+    return mapped, line, record
+
+
+def _coverage(info, rows, fold: int | None, cfg, s) -> dict:
+    """What an evaluation's numbers cover, as test.json says it for training (`folds.RECORD_KEYS`)."""
+    from .protocol import is_partial, scored_counts
+    from .streams import paper_row, weights_record
+
+    clips = scored_counts(info, rows, fold)
+    return {"fold": fold, "uar": s.uar, "war": s.war, "count": int(len(rows)), "clips": clips,
+            "partial": is_partial(clips), "streams": list(cfg.model.streams), "paper_row": paper_row(cfg.model.streams),
+            **weights_record(cfg)}
 
 
 def evaluate_run(run: str | Path, store: str | Path, out: str | Path | None = None, fold: int | None = None,
@@ -284,8 +298,10 @@ def evaluate_run(run: str | Path, store: str | Path, out: str | Path | None = No
                                                          descriptions or DescriptionSet()))
     in_store = store_folds(info)
     for k, folder in models:
-        mapped, line = _evaluate_model(folder, k, info, store, clips, in_store, chosen, device)
-        write_predictions((out.fold(k) if len(models) > 1 else out).predictions, mapped)
+        mapped, line, record = _evaluate_model(folder, k, info, store, clips, in_store, chosen, device)
+        where = out.fold(k) if len(models) > 1 else out
+        write_predictions(where.predictions, mapped)
+        where.test_json.write_text(json.dumps(record, indent=1), encoding="utf-8")  # what the numbers cover
         console.print(line)
     table = build_table(collect([out.root]),
                         info.attrs.get("dataset") if clips != "all" and len(models) > 1 else None)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FinetrainError
 from .metrics import Scores, mean_std
 from .predictions import Predictions, read_predictions
-from .rundir import FOLD_TABLE_JSON, FOLD_TABLE_MD, PREDICTIONS_FILE, RunDir
+from .rundir import FOLD_TABLE_JSON, FOLD_TABLE_MD, PREDICTIONS_FILE, TEST_JSON, RunDir
 
 __all__ = ["FOLD_TABLE_JSON", "FOLD_TABLE_MD", "PREDICTIONS_FILE", "FoldResult", "FoldTableError", "NoRunError",
            "build_table", "collect", "fold_results", "prediction_files", "store_folds", "to_markdown", "write_table"]
@@ -37,6 +37,24 @@ class FoldResult:
     fold: int | None
     scores: Scores
     source: str
+    # what the run's test.json says the numbers cover: clips (listed, scored, unscored), partial, streams,
+    # paper_row, random_weights (empty for predictions without a test.json beside them)
+    record: dict = field(default_factory=dict)
+
+
+RECORD_KEYS = ("clips", "partial", "streams", "streams_dropped", "paper_row", "random_weights", "random_descriptions")
+
+
+def read_test_record(predictions: Path) -> dict:
+    """The coverage keys of the test.json beside a predictions file ({} when there is none)."""
+    path = Path(predictions).with_name(TEST_JSON)
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {k: saved[k] for k in RECORD_KEYS if isinstance(saved, dict) and k in saved}
 
 
 def fold_results(preds: Predictions, source: str = "") -> list[FoldResult]:
@@ -45,7 +63,7 @@ def fold_results(preds: Predictions, source: str = "") -> list[FoldResult]:
     for fold in preds.fold_ids():
         part = preds.select([f == fold for f in preds.folds])
         if any(t is not None for t in part.true_labels):
-            out.append(FoldResult(fold, part.scores(), source))
+            out.append(FoldResult(fold, part.scores(), source, read_test_record(Path(source)) if source else {}))
     return out
 
 
@@ -94,7 +112,7 @@ def build_table(results: Sequence[FoldResult], dataset: str | None = None) -> di
     for r in results:
         d = r.scores.to_dict()
         folds.append({"fold": r.fold, "source": r.source, **{k: d[k] for k in
-                      ("count", "uar", "war", "per_class_recall", "support", "confusion")}})
+                      ("count", "uar", "war", "per_class_recall", "support", "confusion")}, **r.record})
     uar, uar_std = mean_std([r.scores.uar for r in results])
     war, war_std = mean_std([r.scores.war for r in results])
     per_class = {name: _nan_to_none(mean_std([r.scores.recall[name] for r in results])[0]) for name in labels}
@@ -110,6 +128,7 @@ def build_table(results: Sequence[FoldResult], dataset: str | None = None) -> di
             "per_class_recall": per_class,
             "folds": len(results),
         },
+        **_coverage(folds),
     }
     if expected is not None:
         missing = [k for k in range(1, expected + 1) if k not in present]
@@ -117,6 +136,42 @@ def build_table(results: Sequence[FoldResult], dataset: str | None = None) -> di
         table["missing_folds"] = missing
         table["complete"] = not missing
     return table
+
+
+def _coverage(folds: list[dict]) -> dict:
+    """Table-wide: whether any fold is partial, the streams and paper row (when the folds agree), and
+    whether any fold's CLIP had random weights."""
+    streams = {tuple(f["streams"]) for f in folds if f.get("streams")}
+    rows = {f.get("paper_row") for f in folds if f.get("streams")}
+    return {"partial": any(f.get("partial") for f in folds),
+            "streams": list(next(iter(streams))) if len(streams) == 1 else None,
+            "paper_row": next(iter(rows)) if len(rows) == 1 else None,
+            "random_weights": any(f.get("random_weights") for f in folds)}
+
+
+def clips_cell(f: dict) -> str:
+    """A fold's clip count as a person reads it: '3 of 5 (partial: 2 missing)', or the count."""
+    clips = f.get("clips")
+    if not clips:
+        return str(f["count"])
+    text = f"{clips['scored']} of {clips['listed']}"
+    if clips.get("unscored"):
+        text += " (partial: " + ", ".join(f"{n} {k}" for k, n in clips["unscored"].items()) + ")"
+    return text
+
+
+def coverage_lines(table: dict) -> list[str]:
+    """The sentences under a fold table: partial folds, streams and paper row, random weights."""
+    lines = []
+    partial = [str(f["fold"]) for f in table["folds"] if f.get("partial")]
+    if partial:
+        lines.append(f"Partial: fold(s) {', '.join(partial)} could not score every listed test clip; their UAR/WAR "
+                     "are not the protocol's numbers.")
+    if table.get("streams"):
+        lines.append(f"Streams: {', '.join(table['streams'])} (paper row: {table.get('paper_row') or 'none'}).")
+    if table.get("random_weights"):
+        lines.append("Random CLIP weights: these numbers check the plumbing, they are not a result.")
+    return lines
 
 
 def _nan_to_none(x: float) -> float | None:
@@ -133,16 +188,19 @@ def to_markdown(table: dict) -> str:
     head = ["fold", "clips", "UAR", "WAR", *labels]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in table["folds"]:
-        cells = ["–" if f["fold"] is None else str(f["fold"]), str(f["count"]), _pct(f["uar"]), _pct(f["war"])]
+        cells = ["–" if f["fold"] is None else str(f["fold"]), clips_cell(f), _pct(f["uar"]), _pct(f["war"])]
         cells += [_pct(f["per_class_recall"][n]) for n in labels]
         lines.append("| " + " | ".join(cells) + " |")
     m = table["mean"]
     uar = _pct(m["uar"]) + ("" if m["uar_std"] is None or m["folds"] < 2 else f" ± {100 * m['uar_std']:.2f}")
     war = _pct(m["war"]) + ("" if m["war_std"] is None or m["folds"] < 2 else f" ± {100 * m['war_std']:.2f}")
-    cells = ["**mean**", str(sum(f["count"] for f in table["folds"])), uar, war]
+    cells = ["**mean**" + (" (partial)" if table.get("partial") else ""), str(sum(f["count"] for f in table["folds"])),
+             uar, war]
     cells += [_pct(m["per_class_recall"][n]) for n in labels]
     lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
+    for line in coverage_lines(table):
+        text += f"\n{line}\n"
     if table.get("missing_folds"):
         missing = ", ".join(str(k) for k in table["missing_folds"])
         text += f"\nIncomplete: folds {missing} of {table['expected_folds']} have no results yet.\n"

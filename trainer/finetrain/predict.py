@@ -16,7 +16,6 @@ import numpy as np
 
 from .errors import FinetrainError
 from .rundir import BEST, RunDir
-from .runinfo import read_run_info
 
 PIPELINE_HINT = "pip install 'fineclip[pipeline]'"
 
@@ -149,9 +148,10 @@ class VideoResult:
     error: str | None = None
     top: list[tuple[str, float]] | None = None
     face_found_ratio: float | None = None
+    random_weights: bool = False  # the model's CLIP has random weights: the probabilities mean nothing
 
     def to_dict(self) -> dict:
-        d = {"video": self.path, "status": self.status}
+        d = {"video": self.path, "status": self.status, "random_weights": self.random_weights}
         if self.error:
             d["error"] = self.error
         if self.top is not None:
@@ -160,14 +160,68 @@ class VideoResult:
         return d
 
 
-def extraction_settings(run: str | Path, frames: int) -> dict:
-    """Crop size and margin of the store the run was trained on (recorded in run.json), else defaults."""
-    info = read_run_info(run)
-    return {"frames": frames, "size": int(info.get("size") or 224), "margin": float(info.get("margin") or 0.6)}
+def extraction_settings(run: str | Path, which: str = BEST):
+    """The extraction settings of the store the run was trained on, as its checkpoint keeps them
+    (`fineschema.ExtractSettings`); a checkpoint without them is refused, naming what to do."""
+    from fineschema import ExtractSettings, SettingsError
+
+    from . import checkpoint as ckpt
+
+    folder = checkpoint_dir(run, which)
+    saved = ckpt.read_meta(folder).get("extraction")
+    if not saved:
+        raise PredictError(f"{folder}: the checkpoint records no extraction settings (its store recorded none, "
+                           "or it predates them); train on a store written by `fineprep extract` to predict on videos")
+    try:
+        return ExtractSettings.from_dict(saved, f"{folder} extraction settings")
+    except SettingsError as exc:
+        raise PredictError(str(exc)) from None
 
 
-def extract_videos(paths: list[Path], frames: int, size: int, margin: float = 0.6, landmarker: Path | None = None):
-    """Run the pipeline's per-clip extraction on each file (video, or a folder of frames) in this process.
+def _checked_models(settings, landmarker: Path | None, parser_weights: Path | None):
+    """(landmarker path, parser weights) for `settings`, refused in one line where they differ from what
+    made the training store: another landmarker or detector, or a learned parser's weights absent or other."""
+    from fineprep.extract import faces, parsing
+
+    try:
+        model_path, sha = faces.resolve_landmarker(landmarker)
+    except faces.ModelError as exc:
+        raise PredictError(str(exc)) from None
+    if settings.landmark_sha256 and sha != settings.landmark_sha256:
+        raise PredictError(f"{model_path} (sha256 {sha[:12]}...) is not the face_landmarker.task the training store "
+                           f"was made with ({settings.landmark_sha256[:12]}...); pass that one with --landmarker PATH")
+    detector = faces.detector_sha256(model_path)
+    if settings.detector_sha256 and detector != settings.detector_sha256:
+        raise PredictError(f"the face detector in {model_path} (sha256 {detector[:12]}...) is not the one the training "
+                           f"store was made with ({settings.detector_sha256[:12]}...); pass that bundle with --landmarker")
+    if settings.parser == "mesh":
+        return model_path, None
+    if parser_weights is None:
+        raise PredictError(f"the model was trained on {settings.parser} parsing maps (weights sha256 "
+                           f"{(settings.parser_weights_sha256 or '?')[:12]}...); pass those weights with --parser-weights PATH")
+    got = parsing.weights_sha256(parser_weights)
+    if settings.parser_weights_sha256 and got != settings.parser_weights_sha256:
+        raise PredictError(f"--parser-weights {parser_weights} (sha256 {got[:12]}...) are not the {settings.parser} "
+                           f"weights the training store was made with ({settings.parser_weights_sha256[:12]}...)")
+    return model_path, Path(parser_weights)
+
+
+def extract_config(settings, frames: int, parser_weights: Path | None):
+    """fineprep's ExtractConfig with every setting that shaped the training store; `frames` is what the
+    model reads (the centres of a store's segments are the frames a direct extract of that many stores)."""
+    from fineprep.extract.config import ExtractConfig
+
+    return ExtractConfig(frames=frames, size=settings.size, margin=settings.margin, smooth_sigma=settings.smooth_sigma,
+                         parser=settings.parser, parser_weights=str(parser_weights) if parser_weights else None,
+                         landmark_mode=settings.landmark_mode, crop_frame_sources=settings.crop_frame_sources,
+                         face=settings.face, min_face=settings.min_face, cut_change=settings.cut_change,
+                         min_found_ratio=settings.min_found_ratio)
+
+
+def extract_videos(paths: list[Path], settings, frames: int, landmarker: Path | None = None,
+                   parser_weights: Path | None = None):
+    """Run the pipeline's per-clip extraction on each file (video, or a folder of frames) in this process,
+    with `settings` (`fineschema.ExtractSettings`, the training store's) and `frames` per clip.
 
     The trainer's only use of `fineprep`: a new video has no store, and a model must see exactly the face
     crops, landmarks and parsing that `fineprep extract` stored for training, so the pipeline's own code
@@ -181,48 +235,48 @@ def extract_videos(paths: list[Path], frames: int, size: int, margin: float = 0.
         from fineprep.entries import ClipEntry
         from fineprep.extract import faces
         from fineprep.extract.clip import extract_clip
-        from fineprep.extract.config import ExtractConfig
         from fineprep.extract.parsing import get_parser
     except ImportError as exc:
         raise PipelineMissing(
             f"predicting from video files needs the pipeline extra ({exc.name} is missing): {PIPELINE_HINT}"
         ) from None
-    try:
-        model_path, _ = faces.resolve_landmarker(landmarker)
-    except faces.ModelError as exc:
-        raise PredictError(str(exc)) from None
     from rich.console import Console
     from rich.progress import Progress
 
-    settings = ExtractConfig(frames=frames, size=size, margin=margin)
+    model_path, weights = _checked_models(settings, landmarker, parser_weights)
+    config = extract_config(settings, frames, weights)
     models = faces.get_models(model_path)
-    parser = get_parser(settings.parser)
+    parser = get_parser(config.parser, config.parser_weights)
     results = []
-    with models.tracker() as tracker, Progress(console=Console(stderr=True), transient=True,
-                                                     disable=len(paths) < 2) as bar:
+    with models.tracker(config.landmark_mode) as tracker, Progress(console=Console(stderr=True), transient=True,
+                                                                    disable=len(paths) < 2) as bar:
         task = bar.add_task("extracting", total=len(paths))
         for path in paths:
             path = Path(path).resolve()
             media = "frames" if path.is_dir() else "video"
             entry = ClipEntry(clip_id=path.name, dataset="folder", source_path=path.name, media=media)
-            results.append(extract_clip(entry, path.parent, settings, models, tracker, parser))
+            results.append(extract_clip(entry, path.parent, config, models, tracker, parser))
             bar.advance(task)
     return results
 
 
 def predict_videos(run: str | Path, paths: list[Path], top_k: int = 3, which: str = BEST,
-                   device: str = "cpu", landmarker: Path | None = None, fold: int | None = None) -> list[VideoResult]:
+                   device: str = "cpu", landmarker: Path | None = None, fold: int | None = None,
+                   parser_weights: Path | None = None) -> list[VideoResult]:
     """Top-k classes with probabilities for each video; a file that fails is reported, not fatal.
-    For a `--fold all` run the model of `fold` is used (the lowest fold by default)."""
+    For a `--fold all` run the model of `fold` is used (the lowest fold by default). Each video is
+    extracted with the training store's settings (`extraction_settings`)."""
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         raise PredictError(f"no such file: {', '.join(missing)}")
     run = pick_model_run(run, fold)
     model, cfg = load_model(run, which=which, device=device)
     frames = model_frames(checkpoint_dir(run, which))
-    settings = extraction_settings(run, frames)
-    results = extract_videos(list(paths), settings["frames"], settings["size"], settings["margin"], landmarker)
-    out: list[VideoResult] = [VideoResult(str(p), r.status, r.error) for p, r in zip(paths, results, strict=True)]
+    settings = extraction_settings(run, which)
+    results = extract_videos(list(paths), settings, frames, landmarker, parser_weights)
+    random = cfg.model.pretrained is None
+    out: list[VideoResult] = [VideoResult(str(p), r.status, r.error, random_weights=random)
+                              for p, r in zip(paths, results, strict=True)]
     ok = [i for i, r in enumerate(results) if r.arrays is not None]
     if ok:
         arrays = {k: np.stack([results[i].arrays[k] for i in ok]) for k in results[ok[0]].arrays}

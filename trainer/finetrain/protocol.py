@@ -44,6 +44,13 @@ def fold_counts(info, split) -> dict:
             "test": _side(split.test, info, test_out)}
 
 
+def scored_counts(info, rows, fold: int | None) -> dict:
+    """Listed / scored / unscored of an evaluation: `rows` scored, and the unreadable clips of the store
+    listed in `fold`'s test set (in any fold's split when `fold` is None)."""
+    out = Counter(u["status"] for u in info.unscored if fold is None or fold in u["test_folds"])
+    return _side(rows, info, out)
+
+
 def is_partial(side: dict | None) -> bool:
     return bool(side and side.get("unscored"))
 
@@ -66,3 +73,19 @@ def check_strict(counts: dict, fold, strict: bool) -> None:
         raise ProtocolError(f"fold {fold}: {describe(counts['test'])}; run.strict_protocol refuses a fold that "
                             "cannot be scored whole: restore those files and re-run `fineprep extract`, or drop "
                             "--strict-protocol to report a partial fold")
+
+
+def pct(x: float) -> str:
+    """A fraction as a person reads it: percent with two decimals (JSON keeps the fraction)."""
+    return "–" if x is None or x != x else f"{100 * x:.2f}%"
+
+
+def score_line(t: dict) -> str:
+    """'UAR 45.67% WAR 50.00% (3 of 5 listed test clips scored (partial: ...); streams ...; random weights)'."""
+    line = f"UAR {pct(t['uar'])} WAR {pct(t['war'])}"
+    bits = [describe(t["clips"])] if t.get("clips") else [f"{t.get('count', '?')} clips"]
+    if t.get("streams"):
+        bits.append(f"streams {', '.join(t['streams'])} ({t.get('paper_row') or 'no paper row'})")
+    if t.get("random_weights"):
+        bits.append("random CLIP weights: plumbing, not a result")
+    return f"{line} ({'; '.join(bits)})"

@@ -39,7 +39,7 @@ from .config import Config, ConfigError
 from .data import ShardedBatchSampler, StoreDataset, StoreInfo
 from .metrics import score
 from .predictions import Predictions, write_predictions
-from .protocol import check_strict, describe, fold_counts, is_partial
+from .protocol import check_strict, describe, fold_counts, is_partial, pct, score_line
 from .rundir import (
     BEST,
     CHECKPOINTS,
@@ -58,7 +58,7 @@ from .streams import RANDOM_WEIGHTS_LINE, StreamPlan, paper_row, plan_streams, w
 
 __all__ = ["BEST", "CONFIG_FILE", "LAST", "METRICS_CSV", "METRICS_JSONL", "STEPS_JSONL", "TEST_JSON",
            "BestOnValidation", "LastEpoch", "Objective", "Prepared", "Recipe", "Supervised", "evaluate",
-           "checked_inputs", "input_record", "lr_factor", "make_loader", "param_groups", "pct", "prepare", "score_line",
+           "checked_inputs", "input_record", "lr_factor", "make_loader", "param_groups", "prepare",
            "train", "trim_logs", "write_test_outputs"]
 
 
@@ -116,6 +116,17 @@ def checked_inputs(prep: Prepared) -> Prepared:
     check_strict(prep.counts, prep.split.fold, prep.cfg.run.strict_protocol)
     prep.notes = [*_notes(prep.streams, prep.counts, prep.cfg), *prep.notes]
     return prep
+
+
+def store_extraction(info: StoreInfo) -> dict | None:
+    """The store's extraction settings as checkpoints keep them; None for a store that records none
+    (one written straight through the contract, as the trainer's test fixture is)."""
+    from fineschema import SettingsError
+
+    try:
+        return info.settings.to_dict()
+    except SettingsError:
+        return None
 
 
 def input_record(prep: Prepared) -> dict:
@@ -228,22 +239,6 @@ def with_negative_weight(cfg: Config, res: dict) -> tuple[float, float, str]:
     cfg.loss.infer_negative = w
     uar, war = table[w]
     return uar, war, f", negatives weighted {w:g}"
-
-
-def pct(x: float) -> str:
-    """A fraction as a person reads it: percent with two decimals (JSON keeps the fraction)."""
-    return "–" if x is None or x != x else f"{100 * x:.2f}%"
-
-
-def score_line(t: dict) -> str:
-    """'UAR 45.67% WAR 50.00% (3 of 5 listed test clips scored (partial: ...); streams ...; random weights)'."""
-    line = f"UAR {pct(t['uar'])} WAR {pct(t['war'])}"
-    bits = [describe(t["clips"])] if t.get("clips") else [f"{t.get('count', '?')} clips"]
-    if t.get("streams"):
-        bits.append(f"streams {', '.join(t['streams'])} ({t.get('paper_row') or 'no paper row'})")
-    if t.get("random_weights"):
-        bits.append("random CLIP weights: plumbing, not a result")
-    return f"{line} ({'; '.join(bits)})"
 
 
 # ---------------------------------------------------------------------------------------------- logs
@@ -539,10 +534,11 @@ class Recipe:
     def save_last(self) -> None:
         if self.main:
             state = {**self.state.to_dict(), "scheduler": schedule_state(self.schedule)}
-            ckpt.save(self.rundir.last, self.model, self.cfg_json, self.info.labels, state, self.optimizer)
+            ckpt.save(self.rundir.last, self.model, self.cfg_json, self.info.labels, state, self.optimizer,
+                      extraction=store_extraction(self.info))
 
     def save_best(self, cfg_json: str, state: dict) -> None:
-        ckpt.save(self.rundir.best, self.model, cfg_json, self.info.labels, state)
+        ckpt.save(self.rundir.best, self.model, cfg_json, self.info.labels, state, extraction=store_extraction(self.info))
 
     # --- the loop --------------------------------------------------------------------------------
     def _micro_step(self, batch: dict, epoch: int) -> None:

@@ -136,7 +136,10 @@ def _draw(png: Path, title: str, curves: dict[int | None, list[dict]], table: di
 
     fig = plt.figure(figsize=(13, 13), dpi=100, layout="constrained")
     grid = fig.add_gridspec(3, 2, height_ratios=[1, 1.25, 0.4])
-    fig.suptitle(f"finetrain report: {title}", fontsize=14)
+    warn = [w for w, on in (("RANDOM WEIGHTS: plumbing, not a result", table and table.get("random_weights")),
+                             ("PARTIAL: not every listed test clip scored", table and table.get("partial"))) if on]
+    fig.suptitle(f"finetrain report: {title}" + (f"\n{'; '.join(warn)}" if warn else ""), fontsize=14,
+                 color="firebrick" if warn else "black")
     colors = plt.get_cmap("tab10")
     ordered = sorted(curves.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
     _plot_loss(fig.add_subplot(grid[0, 0]), ordered, colors)
@@ -253,10 +256,11 @@ def _table_rows(table: dict, short: bool = False) -> list[list[str]]:
     heads = [n if not short or len(n) <= 9 else n[:7] + "." for n in labels]
     rows = [["fold", "clips", "UAR", "WAR", *heads]]
     for f in table["folds"]:
-        rows.append(["–" if f["fold"] is None else str(f["fold"]), str(f["count"]), _pct(f["uar"]),
+        rows.append(["–" if f["fold"] is None else str(f["fold"]), folds.clips_cell(f), _pct(f["uar"]),
                      _pct(f["war"]), *[_pct(f["per_class_recall"][n]) for n in labels]])
     m = table["mean"]
-    rows.append(["mean", str(sum(f["count"] for f in table["folds"])), _pct(m["uar"]), _pct(m["war"]),
+    rows.append(["mean (partial)" if table.get("partial") else "mean", str(sum(f["count"] for f in table["folds"])),
+                 _pct(m["uar"]), _pct(m["war"]),
                  *[_pct(m["per_class_recall"][n]) for n in labels]])
     return rows
 
@@ -274,8 +278,15 @@ def _html(title: str, png: Path, table: dict | None, runs: Sequence[Path]) -> st
     ]
     if table is not None:
         m = table["mean"]
+        if table.get("random_weights"):
+            parts.append("<p style='background:#fdd;padding:0.5em;font-weight:bold'>Random CLIP weights "
+                         "(model.pretrained: null): these numbers check the plumbing, they are not a result.</p>")
         parts.append(f"<p>Mean over {m['folds']} fold(s): <b>UAR {_pct(m['uar'])}</b>, "
-                     f"<b>WAR {_pct(m['war'])}</b> (test, %).</p>")
+                     f"<b>WAR {_pct(m['war'])}</b> (test, %)"
+                     + (" <b>partial</b>" if table.get("partial") else "") + ".</p>")
+        for line in folds.coverage_lines(table):
+            if not line.startswith("Random"):
+                parts.append(f"<p>{html.escape(line)}</p>")
         if table.get("missing_folds"):
             parts.append(f"<p><b>Incomplete:</b> folds {table['missing_folds']} of {table['expected_folds']} "
                          "have no results yet.</p>")

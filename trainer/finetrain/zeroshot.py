@@ -40,7 +40,8 @@ from fineschema import counts_line, layout
 from .config import Config, ConfigError, from_dict
 from .errors import FinetrainError
 from .losses import alignment_loss, text_targets
-from .recipe import LastEpoch, Objective, Prepared, Recipe, batch_loader, checked_inputs, pct, score_line
+from .protocol import pct, score_line
+from .recipe import LastEpoch, Objective, Prepared, Recipe, batch_loader, checked_inputs
 from .runtime import gather_rows
 
 __all__ = ["TEXT_SOURCES", "ZeroShot", "ZeroShotError", "alignment_loss", "clip_texts", "text_targets",

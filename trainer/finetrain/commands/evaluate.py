@@ -103,7 +103,9 @@ def _print_predictions(results, run: Path, top_k: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"finetrain predict ({run})")
+    random = any(r.random_weights for r in results)
+    table = Table(title=f"finetrain predict ({run})" + (": random CLIP weights, the probabilities mean nothing"
+                                                          if random else ""))
     table.add_column("video")
     for i in range(top_k):
         table.add_column(f"#{i + 1}")
@@ -122,11 +124,21 @@ def predict(
     landmarker: Path | None = typer.Option(None, "--landmarker", help="face_landmarker.task (default: bundled)."),
     fold: int | None = typer.Option(None, "--fold", help="For a `--fold all` run: the fold whose model to use "
                                     "(default: the lowest)."),
+    parser_weights: Path | None = typer.Option(None, "--parser-weights", help="The learned parser's weights, for a "
+                                               "model trained on a `--parser facexformer` store."),
 ) -> None:
-    """Top-k expression classes with probabilities for each video, extracted in-process by the pipeline."""
-    from finetrain.predict import predict_videos, results_json
+    """Top-k expression classes with probabilities for each video, extracted in-process by the pipeline
+    with the settings of the store the model was trained on."""
+    from rich.console import Console
 
-    results = _one_line(predict_videos, run, videos, top_k=top_k, device=device, landmarker=landmarker, fold=fold)
+    from finetrain.predict import predict_videos, results_json
+    from finetrain.streams import RANDOM_WEIGHTS_LINE
+
+    results = _one_line(predict_videos, run, videos, top_k=top_k, device=device, landmarker=landmarker, fold=fold,
+                        parser_weights=parser_weights)
+    if any(r.random_weights for r in results):
+        Console(stderr=True).print(f"[yellow]note:[/] {RANDOM_WEIGHTS_LINE.replace('this run', 'these predictions')}",
+                                   highlight=False)
     if as_json:
         typer.echo(results_json(results))
     else:
