@@ -178,7 +178,7 @@ def test_predict_says_how_to_install_the_pipeline(monkeypatch, tmp_path):
 
     monkeypatch.setitem(sys.modules, "fineprep.extract.clip", None)  # as if the extra were not installed
     with pytest.raises(PipelineMissing, match=r"pip install 'fineclip\[pipeline\]'"):
-        extract_videos([tmp_path / "a.mp4"], frames=4, size=64)
+        extract_videos([tmp_path / "a.mp4"], settings=None, frames=4)
 
 
 @pytest.mark.slow

@@ -26,9 +26,10 @@ def test_random_weight_descriptions_are_kept_apart(tmp_path):
     info = StoreInfo.open(store)
     assert info.descriptions == {} and info.random_descriptions == real.descriptions
 
-    prep = prepare(load_config("tiny", []), store)
+    prep = prepare(load_config("tiny", []), store)  # tiny drops what it cannot feed, and says why
     assert "description" not in prep.cfg.model.streams
-    assert any("random-weight model" in n and "are off" in n for n in prep.notes)
+    assert "14 from a random-weight model" in prep.streams.dropped["description"]
+    assert any("stream description dropped" in n for n in prep.notes)
 
     prep = prepare(load_config("tiny", ["data.random_descriptions=true"]), store)
     assert "description" in prep.cfg.model.streams

@@ -10,8 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fineschema import ExtractSettings, layout, tables
 from fineschema import labels as fl
-from fineschema import layout, tables
 
 from .. import storelock
 from ..errors import FineprepError
@@ -119,6 +119,7 @@ def _prepare_store(out: Path, dataset: str, label_set: str, plan: runner.Plan, c
         settings=config.store_settings(), num_clips=plan.num_clips, plan_sha256=plan.digest,
         parser=parser_record, detector_sha256=faces.detector_sha256(model_path),
     )
+    ExtractSettings.from_attrs(attrs)  # the contract's typed record must read them back whole
     try:
         return store.prepare(out, attrs, config.overwrite, note=lambda line: console.print(f"note: {line}"))
     except store.SettingsMismatch as exc:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fineschema import ExtractSettings, labels, layout, tables, write_parquet_atomic
+from fineschema import labels, layout, tables, write_parquet_atomic
 from fineschema.version import SCHEMA_VERSION
 
 from ..entries import ClipEntry
@@ -54,7 +54,6 @@ def store_attrs(*, dataset: str, source: str, label_set: str, landmark_sha256: s
         "source": source,
         "settings": {**settings, "num_clips": num_clips, "plan_sha256": plan_sha256},
     }
-    ExtractSettings.from_attrs(attrs)  # the contract's record of them must read back whole
     return attrs
 
 
