@@ -298,3 +298,43 @@ def test_contact_sheet_colours_every_declared_class():
     classes = np.arange(11, dtype=np.uint8)[None]
     out = overlay(frame, classes, 0.5, pal)
     assert tuple(out[0, 10]) == tuple(round(0.5 * 100 + 0.5 * c) for c in pal[10])  # hair, not clamped
+
+
+@pytest.mark.slow
+def test_predict_extracts_a_video_with_the_training_stores_facexformer_parser(tmp_path, model):
+    """A model trained on a `--parser facexformer` store is fed FaceXFormer maps when it predicts: the
+    seam builds the store's parser from the weights given, and refuses in one line without them or with
+    other ones. Random FaceXFormer weights: this checks which parser ran, not the maps' quality."""
+    from extract_data import write_video
+    from safetensors.torch import save_file
+
+    from fineprep.extract import faces
+    from fineschema import ExtractSettings
+    from finetrain.predict import PredictError, extract_videos
+
+    video = write_video(tmp_path / "clip.mp4", 12)
+    ckpt = tmp_path / "facexformer.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    model_path, landmark_sha = faces.resolve_landmarker(None)
+    settings = ExtractSettings(frames=2, size=64, margin=0.6, smooth_sigma=1.0, face="primary", min_face=40.0,
+                               cut_change=0.4, min_found_ratio=0.25, crop_frame_sources=False, landmark_mode="image",
+                               parser="facexformer", parser_weights_sha256=parsing.weights_sha256(ckpt),
+                               landmark_sha256=landmark_sha, detector_sha256=faces.detector_sha256(model_path))
+    with pytest.raises(PredictError, match=r"trained on facexformer parsing maps .* pass those weights with "
+                       r"--parser-weights PATH"):
+        extract_videos([video], settings, frames=2)
+    other = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() + 1 for k, v in model.state_dict().items()}, str(other))
+    with pytest.raises(PredictError, match="are not the facexformer weights the training store was made with"):
+        extract_videos([video], settings, frames=2, parser_weights=other)
+    with pytest.raises(PredictError, match="is not the face_landmarker.task the training store was made with"):
+        extract_videos([video], ExtractSettings(**{**settings.to_dict(), "landmark_sha256": "f" * 64}), frames=2)
+
+    (result,) = extract_videos([video], settings, frames=2, parser_weights=ckpt)
+    built = parsing.get_parser("facexformer", str(ckpt))  # the process's parser, cached by (name, weights)
+    assert isinstance(built, parsing.FaceXFormerParser)
+    assert result.status == "ok" and result.arrays["parsing"].shape == (2, 64, 64)
+    again = built.parse(result.arrays["frames"], result.arrays["landmarks"])
+    again[~result.arrays["face_found"]] = 0
+    assert result.arrays["face_found"].any() and again.max() > 6  # classes the 7-class mesh parser never draws
+    assert (again == result.arrays["parsing"]).mean() > 0.99  # the stored maps are that parser's

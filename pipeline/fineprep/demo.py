@@ -63,9 +63,9 @@ def main(
               [fineprep, "describe", "--store", str(store), "--model", "tiny-random", "--engine", "hf",
                "--frames", "4", "--max-tokens", "24"])
     if train:
-        _step("6. a short training run (tiny config, random-weight CLIP)",
+        _step("6. a short training run (tiny config, random-weight CLIP and descriptions: plumbing, not a result)",
               [finetrain, "run", "--store", str(store), "--config", "tiny", "--out", str(run), "--fold", "1",
-               "optim.epochs=30"])
+               "optim.epochs=30", *(["data.random_descriptions=true"] if describe else [])])
     console.rule("[bold]where to look")
     console.print(f"store:          {store}/manifest.parquet and {store}/arrays.zarr")
     console.print(f"contact sheet:  {sheet}  (frames with parsing overlay and landmarks)")
