@@ -85,8 +85,9 @@ def clip_texts(info, text: str) -> dict[str, str]:
     table = pq.read_table(info.root / layout.MANIFEST_FILE, columns=["clip_id", "caption_en"]).to_pydict()
     texts = {c: t.strip() for c, t in zip(table["clip_id"], table["caption_en"], strict=True) if t and t.strip()}
     if not texts:
-        raise ZeroShotError(f"store {info.root} has no English captions (manifest caption_en); captions come "
-                            "with MAFW's with_caption split; use --text descriptions for other datasets")
+        raise ZeroShotError(f"store {info.root}: 0 of {len(table['clip_id'])} manifest rows have an English caption "
+                            "(caption_en); captions come with MAFW's with_caption split; use --text descriptions "
+                            "for other datasets")
     return texts
 
 
