@@ -120,6 +120,12 @@ def test_eval_reproduces_the_test_scores(two_folds, mafw):
         np.testing.assert_allclose(again.probs, trained.probs, atol=1e-5)
     table = json.loads((out / "fold_table.json").read_text())
     assert table["mean"] == json.loads((run / "fold_table.json").read_text())["mean"]
+    for k in (1, 2):  # evaluation says what its numbers cover, as training did
+        trained = json.loads((run / f"fold{k}" / "test.json").read_text())
+        again = json.loads((out / f"fold{k}" / "test.json").read_text())
+        assert again["clips"] == trained["clips"] and again["partial"] is trained["partial"] is False
+        assert again["streams"] == trained["streams"] and again["random_weights"] is True
+    assert table["random_weights"] is True and "UAR " in proc.stderr and "%" in proc.stderr
 
 
 @pytest.mark.slow
@@ -149,7 +155,11 @@ def test_predict_from_a_video_equals_eval_of_the_stored_clip(two_folds, mafw, tm
 
     run, _, _ = two_folds
     _, root, _ = mafw
+    from finetrain.checkpoint import read_meta
+
     stored = read_predictions(run / "fold1" / "predictions.parquet")
+    extraction = read_meta(run / "fold1" / "checkpoints" / "best")["extraction"]  # what predict extracts with
+    assert extraction["size"] == 64 and extraction["frames"] == 4 and extraction["parser"] == "mesh"
     clip = stored.clip_ids[0]
     video = next(root.rglob(f"{clip}.mp4"))
     empty = tmp_path / "empty.mp4"
@@ -157,6 +167,7 @@ def test_predict_from_a_video_equals_eval_of_the_stored_clip(two_folds, mafw, tm
     proc = _cli("finetrain", "predict", "--run", run / "fold1", "--json", "--top-k", "3", video, empty)
     assert proc.returncode == 1, proc.stderr[-3000:]  # one of the two files failed
     ok, bad = json.loads(proc.stdout)
+    assert ok["random_weights"] is True and "random weights" in " ".join(proc.stderr.split())
     assert bad["status"] == "corrupt" and "zero-byte" in bad["error"]
     assert ok["status"] == "ok" and len(ok["top"]) == 3
     probs = [t["prob"] for t in ok["top"]]

@@ -321,3 +321,26 @@ def test_video_mode_tracks_the_same_face_as_image_mode():
     assert m_img.dtype == np.float32 and s_img.shape == (6, layout.NUM_BLENDSHAPES)
     with pytest.raises(ValueError, match="image or video"):
         models.tracker("fast")
+
+
+@pytest.mark.slow
+def test_the_readmes_store_readers_run_on_a_real_store(folder_store):
+    """README "Read the store from Python", run as written; the arrays are labelled and measured zeros stay
+    zeros (no reader turns them into missing values)."""
+    import re
+
+    _, out, _, m = folder_store
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- read-the-store -->\n```python\n(.*?)```", readme, re.S).group(1)
+    scope = {"STORE": str(out)}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
+    ds, group = scope["ds"], scope["group"]
+    for spec in layout.ARRAYS:
+        assert ds[spec.name].dims == spec.dimension_names
+        assert tuple(group[spec.name].metadata.dimension_names) == spec.dimension_names
+    assert scope["names"] == list(layout.BLENDSHAPE_NAMES)
+    assert ds.parsing.attrs["parsing_classes"] == list(layout.PARSING_CLASSES)
+    assert scope["frames"].shape == (8, 128, 128, 3) and scope["landmarks"].shape[1:] == (8, 478, 3)
+    i = int(m.loc["noface", "store_index"])
+    assert int(scope["found"][i]) == 0 and float(ds.landmarks[i].max()) == 0.0  # zeros, not NaN
+    assert scope["table"].num_rows == len(m)

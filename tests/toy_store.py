@@ -49,7 +49,9 @@ def _write_arrays(root: Path, cls: np.ndarray, frames: int, size: int, rng: np.r
     n = len(cls)
     group = zarr.open_group(str(root / layout.ARRAYS_DIR), mode="w", zarr_format=3)
     arrays = {spec.name: group.create_array(spec.name, shape=spec.concrete_shape(n, frames, size),
-                                            chunks=spec.chunk_shape(frames, size), dtype=spec.dtype
+                                            chunks=spec.chunk_shape(frames, size), dtype=spec.dtype,
+                                            dimension_names=spec.dimension_names,
+                                            attributes=layout.array_attrs(spec)
                                             ).with_config({"write_empty_chunks": True})  # all-zero shots too
               for spec in layout.ARRAYS}
     patch = max(4, size // 2)

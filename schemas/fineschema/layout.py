@@ -43,6 +43,12 @@ class ArraySpec:
     # Shape after the clip axis N, with symbolic T (frames) and S (crop size).
     shape: tuple[str | int, ...]
     doc: str
+    # Names of the axes after `clip` (Zarr v3 dimension_names, what xarray and other readers label them by).
+    dims: tuple[str, ...] = ()
+
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        return ("clip", *self.dims)
 
     def concrete_shape(self, n: int, frames: int, size: int) -> tuple[int, ...]:
         sub = {"T": frames, "S": size}
@@ -54,17 +60,21 @@ class ArraySpec:
 
 
 ARRAYS: tuple[ArraySpec, ...] = (
-    ArraySpec("frames", "uint8", ("T", "S", "S", 3), "RGB face crops"),
-    ArraySpec("parsing", "uint8", ("T", "S", "S"), "class map, values index the store's parsing_classes"),
-    ArraySpec("landmarks", "float32", ("T", NUM_LANDMARKS, 3), "x, y in [0, 1] of the crop; z relative depth"),
-    ArraySpec("blendshapes", "float32", ("T", NUM_BLENDSHAPES), "mediapipe blendshape coefficients"),
+    ArraySpec("frames", "uint8", ("T", "S", "S", 3), "RGB face crops", ("frame", "y", "x", "channel")),
+    ArraySpec("parsing", "uint8", ("T", "S", "S"), "class map, values index the store's parsing_classes",
+              ("frame", "y", "x")),
+    ArraySpec("landmarks", "float32", ("T", NUM_LANDMARKS, 3), "x, y in [0, 1] of the crop; z relative depth",
+              ("frame", "point", "coord")),
+    ArraySpec("blendshapes", "float32", ("T", NUM_BLENDSHAPES), "mediapipe blendshape coefficients",
+              ("frame", "blendshape")),
     ArraySpec("face_found", "bool", ("T",), "false where the landmarker found no face: landmarks, blendshapes "
-              "and parsing of that frame are zeros, not measurements"),
+              "and parsing of that frame are zeros, not measurements", ("frame",)),
     ArraySpec("boxes", "float32", ("T", 4), "the crop window in source pixels: x0, y0, x1, y1 (may reach outside "
-              "the frame, which is padded black); the whole image for frame-folder sources that are only resized"),
-    ArraySpec("shot", "int16", ("T",), "shot index inside the clip (0 first, +1 after each detected cut)"),
+              "the frame, which is padded black); the whole image for frame-folder sources that are only resized",
+              ("frame", "corner")),
+    ArraySpec("shot", "int16", ("T",), "shot index inside the clip (0 first, +1 after each detected cut)", ("frame",)),
     ArraySpec("track_score", "float32", ("T",), "score of the face track that placed the window "
-              "(tracks.score under the store's settings.face rule); NaN where no track did"),
+              "(tracks.score under the store's settings.face rule); NaN where no track did", ("frame",)),
 )
 ARRAY_SPECS = {spec.name: spec for spec in ARRAYS}
 
@@ -82,3 +92,20 @@ BLENDSHAPE_NAMES: tuple[str, ...] = (
     "noseSneerLeft", "noseSneerRight",
 )
 assert len(BLENDSHAPE_NAMES) == NUM_BLENDSHAPES
+
+
+def array_attrs(spec: ArraySpec, parsing_classes: tuple[str, ...] = PARSING_CLASSES) -> dict:
+    """Attributes written on each array, so a reader needs nothing but the array: what it holds, and the
+    names along its labelled axes (blendshape names in mediapipe's order, parsing classes by value,
+    landmark coordinates and their convention, box corners)."""
+    attrs = {"description": spec.doc}
+    if spec.name == "blendshapes":
+        attrs["blendshape_names"] = list(BLENDSHAPE_NAMES)
+    elif spec.name == "parsing":
+        attrs["parsing_classes"] = list(parsing_classes)
+    elif spec.name == "landmarks":
+        attrs.update(coord_names=["x", "y", "z"], landmark_layout="mediapipe face mesh, 478 points",
+                     convention="x, y in [0, 1] of the crop (origin top left); z relative depth, same scale as x")
+    elif spec.name == "boxes":
+        attrs.update(corner_names=["x0", "y0", "x1", "y1"], units="source pixels")
+    return attrs

@@ -134,10 +134,12 @@ def prepare(out: Path, attrs: dict, overwrite: bool, note=None) -> bool:
     n = attrs["settings"]["num_clips"]
     frames, size = attrs["frames"], attrs["size"]
     group = zarr.open_group(str(zpath), mode="w", zarr_format=3)
+    classes = tuple(attrs.get("parsing_classes") or layout.PARSING_CLASSES)
     for spec in layout.ARRAYS:
         group.create_array(
             spec.name, shape=spec.concrete_shape(n, frames, size), chunks=spec.chunk_shape(frames, size),
             dtype=spec.dtype, fill_value=0, compressors=codec_for(spec.dtype),
+            dimension_names=spec.dimension_names, attributes=layout.array_attrs(spec, classes),
         )
     # Attributes last: a group with attributes is a fully created store.
     group.attrs.update(_normalise(attrs))
