@@ -178,7 +178,7 @@ def _nan_to_none(x: float) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
 
-def _pct(x: float | None) -> str:
+def pct_cell(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
@@ -188,15 +188,15 @@ def to_markdown(table: dict) -> str:
     head = ["fold", "clips", "UAR", "WAR", *labels]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in table["folds"]:
-        cells = ["–" if f["fold"] is None else str(f["fold"]), clips_cell(f), _pct(f["uar"]), _pct(f["war"])]
-        cells += [_pct(f["per_class_recall"][n]) for n in labels]
+        cells = ["–" if f["fold"] is None else str(f["fold"]), clips_cell(f), pct_cell(f["uar"]), pct_cell(f["war"])]
+        cells += [pct_cell(f["per_class_recall"][n]) for n in labels]
         lines.append("| " + " | ".join(cells) + " |")
     m = table["mean"]
-    uar = _pct(m["uar"]) + ("" if m["uar_std"] is None or m["folds"] < 2 else f" ± {100 * m['uar_std']:.2f}")
-    war = _pct(m["war"]) + ("" if m["war_std"] is None or m["folds"] < 2 else f" ± {100 * m['war_std']:.2f}")
+    uar = pct_cell(m["uar"]) + ("" if m["uar_std"] is None or m["folds"] < 2 else f" ± {100 * m['uar_std']:.2f}")
+    war = pct_cell(m["war"]) + ("" if m["war_std"] is None or m["folds"] < 2 else f" ± {100 * m['war_std']:.2f}")
     cells = ["**mean**" + (" (partial)" if table.get("partial") else ""), str(sum(f["count"] for f in table["folds"])),
              uar, war]
-    cells += [_pct(m["per_class_recall"][n]) for n in labels]
+    cells += [pct_cell(m["per_class_recall"][n]) for n in labels]
     lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     for line in coverage_lines(table):

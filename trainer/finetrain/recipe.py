@@ -226,6 +226,23 @@ def _uar_war(res: dict, num_classes: int) -> tuple[float, float]:
     return uar_war(res["labels"], res["logits"].argmax(1), num_classes)
 
 
+def validation_loss(cfg: Config, res: dict) -> dict:
+    """The label terms of the training loss on validation clips ({"loss", "ce", "neg"}; the description
+    term needs the clips' texts and is left out): the curve that shows over-fitting beside the train loss."""
+    from .losses import negative_loss
+
+    if "sim_pos" not in res or not len(res["labels"]):
+        return {}
+    labels = torch.from_numpy(res["labels"])
+    tau = cfg.loss.logit_scale
+    parts = {"ce": float(torch.nn.functional.cross_entropy(tau * torch.from_numpy(res["sim_pos"]), labels))}
+    total = cfg.loss.ce * parts["ce"]
+    if cfg.loss.negative and "sim_neg" in res:
+        parts["neg"] = float(negative_loss(torch.from_numpy(res["sim_neg"]), labels, tau))
+        total += cfg.loss.negative * parts["neg"]
+    return {"loss": total, **parts}
+
+
 def with_negative_weight(cfg: Config, res: dict) -> tuple[float, float, str]:
     """Validation (UAR, WAR) at the negative-descriptor weight chosen on `res` (`loss.infer_negative_grid`),
     which is set in `cfg.loss.infer_negative`; returns (uar, war, note)."""
@@ -388,7 +405,8 @@ class BestOnValidation:
         if len(split.val) and ((epoch + 1) % cfg.run.eval_every == 0 or last_epoch):
             uar, war, weighted = recipe.validate()
             metric = uar if cfg.run.select_metric == "uar" else war
-            write_metrics(recipe.rundir, {**row, "split": "val", "loss": None, "uar": uar, "war": war})
+            write_metrics(recipe.rundir, {**row, "split": "val", "loss": None, **recipe.val_loss, "uar": uar,
+                                          "war": war})
             msg = f"epoch {epoch + 1}: train loss {row['loss']:.4f}, val UAR {pct(uar)} WAR {pct(war)}{weighted}"
             if state.best is None or metric > state.best:
                 state.best, state.best_epoch = metric, epoch + 1
@@ -486,7 +504,7 @@ class Recipe:
         self.objective.announce(self.console, self.prep, self.model, self.trainable, self.total)
         if self.main:
             self.rundir.root.mkdir(parents=True, exist_ok=True)
-            self.cfg.dump(self.rundir.config)
+            self.prep.streams.asked_config(self.cfg).dump(self.rundir.config)  # as asked; run.json: as fed
             write_run_info(self.rundir.root, **self.objective.run_info(self.prep), **store_run_info(self.info),
                            **input_record(self.prep))
         self._setup_training(rank)
@@ -605,8 +623,10 @@ class Recipe:
         self.state.done = epoch + 1 == self.cfg.optim.epochs
 
     def validate(self) -> tuple[float, float, str]:
-        """Validation (UAR, WAR, note) of the current weights, at the negative weight chosen on them."""
+        """Validation (UAR, WAR, note) of the current weights, at the negative weight chosen on them; the
+        validation loss is kept in `self.val_loss` for the epoch's metrics row."""
         res = evaluate(self.model, self.val_loader, self.device, self.cfg.optim.amp)
+        self.val_loss = validation_loss(self.cfg, res)
         return with_negative_weight(self.cfg, res)
 
     def test(self) -> dict | None:

@@ -8,9 +8,7 @@ a machine without the model or the store.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
 import math
 from collections.abc import Sequence
@@ -99,13 +97,12 @@ def _series(rows: list[dict], split: str, key: str) -> tuple[list[float], list[f
     return xs, [by_epoch[x] for x in xs]
 
 
-def _fold_name(fold) -> str:
-    return "run" if fold is None else f"fold {fold}"
-
-
 def render(runs: Sequence[str | Path], out_dir: str | Path, title: str | None = None,
            dataset: str | None = None) -> dict[str, Path]:
     """Draw the report of one run (or several runs merged by fold) into `out_dir`."""
+    from . import report_html
+    from .report_data import gather
+
     runs = [Path(r) for r in runs]
     out = Path(out_dir)
     curves = load_curves(runs)
@@ -117,38 +114,61 @@ def render(runs: Sequence[str | Path], out_dir: str | Path, title: str | None = 
             f"{PREDICTIONS_FILE} found; is this a finetrain run directory?"
         )
     title = title or " + ".join(r.name for r in runs)
+    data = gather(curves, runs)
     out.mkdir(parents=True, exist_ok=True)
     written = {"png": out / REPORT_PNG, "html": out / REPORT_HTML}
-    _draw(written["png"], title, curves, table)
+    _draw(written["png"], title, data, table)
     if table is not None:
         js, md = folds.write_table(out, table)
         written.update(json=js, markdown=md)
-    written["html"].write_text(_html(title, written["png"], table, runs))
+    rows = _table_rows(table) if table is not None else None
+    written["html"].write_text(report_html.page(title, data, table, rows), encoding="utf-8")
     return written
 
 
-def _draw(png: Path, title: str, curves: dict[int | None, list[dict]], table: dict | None) -> None:
-    """The report's figure: curves on top, test confusion and recall below, the fold table at the foot."""
+def _warnings(data, table: dict | None) -> list[str]:
+    random = data.header.get("random_weights") or (table and table.get("random_weights"))
+    return [w for w, on in (("RANDOM WEIGHTS: plumbing, not a result", random),
+                            ("PARTIAL: not every listed test clip scored", table and table.get("partial"))) if on]
+
+
+def _draw(png: Path, title: str, data, table: dict | None) -> None:
+    """The report's figure: header, loss / UAR / WAR curves (mean ± std over folds, selected epochs
+    starred), per-class recall and confusion of the selected checkpoints, the fold table at the foot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(13, 13), dpi=100, layout="constrained")
-    grid = fig.add_gridspec(3, 2, height_ratios=[1, 1.25, 0.4])
-    warn = [w for w, on in (("RANDOM WEIGHTS: plumbing, not a result", table and table.get("random_weights")),
-                             ("PARTIAL: not every listed test clip scored", table and table.get("partial"))) if on]
+    fig = plt.figure(figsize=(15, 14), dpi=100, layout="constrained")
+    grid = fig.add_gridspec(4, 3, height_ratios=[0.28, 1, 1.25, 0.4])
+    warn = _warnings(data, table)
     fig.suptitle(f"finetrain report: {title}" + (f"\n{'; '.join(warn)}" if warn else ""), fontsize=14,
                  color="firebrick" if warn else "black")
-    colors = plt.get_cmap("tab10")
-    ordered = sorted(curves.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
-    _plot_loss(fig.add_subplot(grid[0, 0]), ordered, colors)
-    _plot_validation(fig.add_subplot(grid[0, 1]), ordered, colors)
-    _plot_confusion(fig.add_subplot(grid[1, 0]), table)
-    _plot_recall(fig.add_subplot(grid[1, 1]), table, colors)
-    _plot_fold_table(fig.add_subplot(grid[2, :]), table)
+    _plot_header(fig.add_subplot(grid[0, :]), data)
+    _plot_loss(fig.add_subplot(grid[1, 0]), data)
+    _plot_metric(fig.add_subplot(grid[1, 1]), data, "uar")
+    _plot_metric(fig.add_subplot(grid[1, 2]), data, "war")
+    _plot_recall(fig.add_subplot(grid[2, 0]), table)
+    _plot_confusion(fig.add_subplot(grid[2, 1:]), table)
+    _plot_fold_table(fig.add_subplot(grid[3, :]), table)
     fig.savefig(png)
     plt.close(fig)
+
+
+def _plot_header(ax, data) -> None:
+    ax.axis("off")
+    h = data.header
+    if not h:
+        ax.text(0, 1, "no run.json: the store, streams and weights of this run are not recorded", va="top",
+                ha="left", fontsize=10, transform=ax.transAxes)
+        return
+    lines = [f"store {h.get('store', '?')} ({h.get('dataset', '?')}, {h.get('store_frames', '?')} frames, "
+             f"{h.get('size', '?')} px), mode {h.get('mode', '?')}",
+             f"streams {', '.join(h.get('streams') or []) or '?'} (paper row: {h.get('paper_row') or 'none'})"
+             + ("; dropped: " + ", ".join(h["streams_dropped"]) if h.get("streams_dropped") else ""),
+             f"weights {h.get('weights', '?')}"]
+    ax.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=10, family="monospace", transform=ax.transAxes)
 
 
 def _integer_epochs(ax) -> None:
@@ -157,25 +177,35 @@ def _integer_epochs(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _plot_loss(ax, curves: list[tuple[int | None, list[dict]]], colors) -> None:
-    for i, (fold, rows) in enumerate(curves):
-        for split, style in (("train", "-"), ("val", "--")):
-            xs, ys = _series(rows, split, "loss")
-            if xs:
-                ax.plot(xs, ys, style, color=colors(i % 10), marker=".", label=f"{_fold_name(fold)} {split}")
-    ax.set(title="loss", xlabel="epoch", ylabel="loss")
+def _band(ax, b, label: str, colour: str, k: float = 1.0, style: str = "-") -> None:
+    mean, std = np.asarray(b.mean) * k, np.asarray(b.std) * k
+    ax.plot(b.epochs, mean, style, color=colour, marker=".",
+            label=label + (f" (mean ± std, {b.folds} folds)" if b.folds > 1 else ""))
+    if b.folds > 1:
+        ax.fill_between(b.epochs, mean - std, mean + std, color=colour, alpha=0.2, lw=0)
+
+
+def _plot_loss(ax, data) -> None:
+    from .report_data import LOSS_PARTS
+
+    for name, colour, style in (("train loss", "#4c72b0", "-"), ("val loss", "#dd8452", "-"),
+                                *[(f"train {p}", c, ":") for p, c in zip(LOSS_PARTS, ("#55a868", "#c44e52",
+                                                                                       "#8172b3"), strict=True)]):
+        if name in data.curves:
+            _band(ax, data.curves[name], name, colour, style=style)
+    ax.set(title="loss (train, validation label terms, train parts)", xlabel="epoch", ylabel="loss")
     _integer_epochs(ax)
     _legend(ax, "no loss logged")
 
 
-def _plot_validation(ax, curves: list[tuple[int | None, list[dict]]], colors) -> None:
-    for i, (fold, rows) in enumerate(curves):
-        for key, style in (("uar", "-"), ("war", ":")):
-            xs, ys = _series(rows, "val", key)
-            if xs:
-                ax.plot(xs, [100 * y for y in ys], style, color=colors(i % 10), marker=".",
-                        label=f"{_fold_name(fold)} val {key.upper()}")
-    ax.set(title="validation UAR / WAR", xlabel="epoch", ylabel="%")
+def _plot_metric(ax, data, key: str) -> None:
+    name = f"val {key}"
+    if name in data.curves:
+        _band(ax, data.curves[name], f"validation {key.upper()}", "#dd8452", k=100.0)
+    points = [(s["epoch"], 100 * s[key]) for s in data.selected.values() if s.get(key) is not None]
+    if points:
+        ax.scatter(*zip(*points, strict=True), marker="*", s=150, color="k", zorder=4, label="selected checkpoint")
+    ax.set(title=f"validation {key.upper()}", xlabel="epoch", ylabel="%")
     _integer_epochs(ax)
     _legend(ax, "no validation metrics logged")
 
@@ -194,30 +224,26 @@ def _plot_confusion(ax, table: dict | None) -> None:
         ax.text(c, r, f"{v}", ha="center", va="center", fontsize=8, color="white" if norm[r, c] > 0.5 else "black")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
-    ax.set(title=f"confusion (test, {len(table['folds'])} fold(s) pooled; colour = row share)",
-           xlabel="predicted", ylabel="true")
+    ax.set(title=f"confusion of the selected checkpoint(s) (test, {len(table['folds'])} fold(s) pooled; "
+                 "colour = row share)", xlabel="predicted", ylabel="true")
 
 
-def _plot_recall(ax, table: dict | None, colors) -> None:
-    """Mean per-class test recall as bars, each fold's as dots, UAR as a line."""
+def _plot_recall(ax, table: dict | None) -> None:
+    """Mean per-class test recall as bars, each labelled with its value (0 % included), UAR as a line."""
     if table is None:
         _empty(ax, "no test predictions yet")
         return
     labels = table["labels"]
-    mean = [table["mean"]["per_class_recall"][n] for n in labels]
+    mean = [100 * (table["mean"]["per_class_recall"][n] or 0) for n in labels]
     y = np.arange(len(labels))
-    ax.barh(y, [100 * (m or 0) for m in mean], color="#4c72b0", alpha=0.8, label="mean over folds")
-    if len(table["folds"]) > 1:
-        for i, f in enumerate(table["folds"]):
-            vals = [f["per_class_recall"][n] for n in labels]
-            ax.scatter([100 * v for v in vals if v is not None],
-                       [k for k, v in zip(y, vals, strict=True) if v is not None],
-                       color=colors(i % 10), s=14, zorder=3, label=_fold_name(f["fold"]))
+    ax.barh(y, mean, color="#4c72b0", alpha=0.8)
+    for k, v in zip(y, mean, strict=True):
+        ax.text(v + 1, k, f"{v:.2f}", va="center", fontsize=8)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    ax.set(xlim=(0, 100), title="per-class recall (test)", xlabel="%")
+    ax.set(xlim=(0, 110), title="per-class recall (test, mean over folds)", xlabel="%")
     ax.axvline(100 * (table["mean"]["uar"] or 0), color="k", ls=":", lw=1, label="UAR")
-    ax.legend(fontsize=7, loc="best", framealpha=0.9)
+    ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
 
 
 def _plot_fold_table(ax, table: dict | None) -> None:
@@ -259,43 +285,8 @@ def _table_rows(table: dict, short: bool = False) -> list[list[str]]:
         rows.append(["–" if f["fold"] is None else str(f["fold"]), folds.clips_cell(f), _pct(f["uar"]),
                      _pct(f["war"]), *[_pct(f["per_class_recall"][n]) for n in labels]])
     m = table["mean"]
+    std = {k: "" if m[f"{k}_std"] is None or m["folds"] < 2 else f" ± {100 * m[f'{k}_std']:.2f}" for k in ("uar", "war")}
     rows.append(["mean (partial)" if table.get("partial") else "mean", str(sum(f["count"] for f in table["folds"])),
-                 _pct(m["uar"]), _pct(m["war"]),
+                 _pct(m["uar"]) + std["uar"], _pct(m["war"]) + std["war"],
                  *[_pct(m["per_class_recall"][n]) for n in labels]])
     return rows
-
-
-def _html(title: str, png: Path, table: dict | None, runs: Sequence[Path]) -> str:
-    image = base64.b64encode(png.read_bytes()).decode("ascii")
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>finetrain report: {html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
-        "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;"
-        "text-align:right}tr:last-child{font-weight:bold}img{max-width:100%}</style></head><body>",
-        f"<h1>finetrain report: {html.escape(title)}</h1>",
-        "<p>Runs: " + ", ".join(f"<code>{html.escape(str(r))}</code>" for r in runs) + "</p>",
-    ]
-    if table is not None:
-        m = table["mean"]
-        if table.get("random_weights"):
-            parts.append("<p style='background:#fdd;padding:0.5em;font-weight:bold'>Random CLIP weights "
-                         "(model.pretrained: null): these numbers check the plumbing, they are not a result.</p>")
-        parts.append(f"<p>Mean over {m['folds']} fold(s): <b>UAR {_pct(m['uar'])}</b>, "
-                     f"<b>WAR {_pct(m['war'])}</b> (test, %)"
-                     + (" <b>partial</b>" if table.get("partial") else "") + ".</p>")
-        for line in folds.coverage_lines(table):
-            if not line.startswith("Random"):
-                parts.append(f"<p>{html.escape(line)}</p>")
-        if table.get("missing_folds"):
-            parts.append(f"<p><b>Incomplete:</b> folds {table['missing_folds']} of {table['expected_folds']} "
-                         "have no results yet.</p>")
-        rows = _table_rows(table)
-        parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>")
-        for row in rows[1:]:
-            parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-        parts.append("</table>")
-    else:
-        parts.append("<p>No test predictions yet: curves only.</p>")
-    parts.append(f"<p><img alt='report' src='data:image/png;base64,{image}'></p></body></html>")
-    return "\n".join(parts)

@@ -46,6 +46,16 @@ class StreamPlan:
     used: list[str]
     dropped: dict[str, str] = field(default_factory=dict)   # stream -> why it could not be fed
     random_descriptions: bool = False                        # descriptions from a random-weight describer
+    asked_fusion_weights: list[float] | None = None          # model.fusion_weights as configured
+
+    def asked_config(self, cfg: Config) -> Config:
+        """`cfg` with the streams (and fixed fusion weights) as configured, before any was dropped: what
+        config.yaml keeps, so a resumed run plans its streams again from the same promise."""
+        import copy
+
+        asked = copy.deepcopy(cfg)
+        asked.model.streams, asked.model.fusion_weights = list(self.asked), self.asked_fusion_weights
+        return asked
 
     def record(self) -> dict:
         """What run.json and test.json say about the streams."""
@@ -94,7 +104,7 @@ def _remedy(stream: str, counts: dict) -> str:
 def plan_streams(cfg: Config, info, rows) -> StreamPlan:
     """Check every stream against the store; refuse (one line) or drop as `model.missing_streams` says.
     A dropped stream leaves `cfg.model.streams` (the model is built without it)."""
-    asked = list(cfg.model.streams)
+    asked, asked_weights = list(cfg.model.streams), cfg.model.fusion_weights
     use_random = bool(cfg.data.random_descriptions and info.random_descriptions and "description" in asked)
     if use_random:
         info.descriptions = {**info.random_descriptions, **info.descriptions}
@@ -110,7 +120,7 @@ def plan_streams(cfg: Config, info, rows) -> StreamPlan:
     if why and cfg.model.fusion_weights is not None and len(cfg.model.fusion_weights) == len(asked):
         cfg.model.fusion_weights = [w for s, w in zip(asked, cfg.model.fusion_weights, strict=True) if s not in why]
     cfg.model.streams = used
-    return StreamPlan(asked=asked, used=used, dropped=why,
+    return StreamPlan(asked=asked, used=used, dropped=why, asked_fusion_weights=asked_weights,
                       random_descriptions=use_random and any(c in info.random_descriptions for c in info.clip_ids))
 
 
