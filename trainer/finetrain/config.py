@@ -106,6 +106,7 @@ class RunConfig:
     max_steps: int = 0                  # stop after N optimiser steps (0: run all epochs)
     threads: int = 0                    # torch.set_num_threads (0: leave torch's default)
     strict_protocol: bool = False       # refuse a fold whose listed test clips cannot all be scored
+    logger: str = "tensorboard"         # tensorboard | wandb (offline) | none: curves beside metrics.jsonl
 
 
 @dataclass
@@ -282,6 +283,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"model.{key} must be above 0 (or null), got {getattr(m, key)}")
     if any(not w >= 0 for w in cfg.loss.infer_negative_grid):
         raise ConfigError(f"loss.infer_negative_grid must hold numbers >= 0, got {cfg.loss.infer_negative_grid}")
+    if cfg.run.logger not in ("tensorboard", "wandb", "none"):
+        raise ConfigError(f"run.logger must be tensorboard, wandb or none, got {cfg.run.logger!r}")
     if m.missing_streams not in ("refuse", "drop"):
         raise ConfigError(f"model.missing_streams must be refuse or drop, got {m.missing_streams!r}")
     if cfg.optim.amp not in ("auto", "bf16", "off"):

@@ -37,6 +37,7 @@ from . import checkpoint as ckpt
 from .batchpool import PooledDataLoader, image_shapes
 from .config import Config, ConfigError
 from .data import ShardedBatchSampler, StoreDataset, StoreInfo
+from .logger import flat, make_logger
 from .metrics import score
 from .predictions import Predictions, write_predictions
 from .protocol import check_strict, describe, fold_counts, is_partial, pct, score_line
@@ -241,6 +242,15 @@ def validation_loss(cfg: Config, res: dict) -> dict:
         parts["neg"] = float(negative_loss(torch.from_numpy(res["sim_neg"]), labels, tau))
         total += cfg.loss.negative * parts["neg"]
     return {"loss": total, **parts}
+
+
+def validation_recall(cfg: Config, res: dict, labels) -> dict[str, float]:
+    """Per-class validation recall of the predictions at the chosen negative weight (NaN: no clip)."""
+    if not len(res["labels"]):
+        return {}
+    logits = res["sim_pos"] - cfg.loss.infer_negative * res["sim_neg"] if "sim_neg" in res else res["logits"]
+    recall = score(res["labels"], logits.argmax(1), labels).recall
+    return {name: float(r) for name, r in recall.items() if r == r}  # a class without clips has no recall
 
 
 def with_negative_weight(cfg: Config, res: dict) -> tuple[float, float, str]:
@@ -509,6 +519,15 @@ class Recipe:
                            **input_record(self.prep))
         self._setup_training(rank)
 
+    def _start_logger(self) -> None:
+        """TensorBoard (or `run.logger`) from the step the run starts at; the config as text."""
+        import yaml
+
+        purge = self.state.step + 1 if self.state.step else None  # a resumed run rewrites what came after
+        self.logger = make_logger(self.cfg.run.logger, self.rundir.root, self.main, self.cfg.to_dict(), purge)
+        self.logger.text("config", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        self.val_scores = None
+
     def _setup_training(self, rank: int) -> None:
         cfg = self.cfg
         self.optimizer = torch.optim.AdamW(self.objective.param_groups(self.model), lr=cfg.optim.lr,
@@ -529,6 +548,8 @@ class Recipe:
             trim_logs(self.rundir.root, 0, 0)  # rows of a start killed before its first checkpoint
         self.last_lr = self._lr_of_step(self.state.step - 1) if self.state.step else cfg.optim.lr
         self.cfg_json = cfg.to_json()
+        self._start_logger()
+        self._clips, self._step_started = 0, time.perf_counter()
         self.net = self.objective.network(self.model)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -570,6 +591,7 @@ class Recipe:
             loss, parts = self.objective.loss(outputs, batch, cfg, world)
             (loss * self.objective.grad_scale(world) / accum).backward()
         self.losses.append(float(loss.detach()))
+        self._clips += len(batch["label"]) * world
         self.state.batch_in_epoch += 1
         if boundary:
             self._optimizer_step(epoch, parts)
@@ -577,17 +599,23 @@ class Recipe:
     def _optimizer_step(self, epoch: int, parts: dict) -> None:
         cfg, accum = self.cfg, self.cfg.optim.accumulate
         lr = self.optimizer.param_groups[0]["lr"]
-        if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        # the gradient's norm before clipping (an infinite limit clips nothing and still measures it)
+        norm = float(torch.nn.utils.clip_grad_norm_(
+            [p for p in self.model.parameters() if p.grad is not None],
+            cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
         self.state.step += 1
         self.last_lr = lr
         step = self.state.step
+        now = time.perf_counter()
+        speed, self._clips, self._step_started = self._clips / max(now - self._step_started, 1e-9), 0, now
         if self.main:
-            append_row(self.rundir.steps, {"step": step, "epoch": epoch, "loss": float(np.mean(self.losses[-accum:])),
-                                        "lr": lr, **parts})
+            row = {"step": step, "epoch": epoch, "loss": float(np.mean(self.losses[-accum:])), "lr": lr, **parts,
+                   "grad_norm": norm, "clips_per_s": speed}
+            append_row(self.rundir.steps, row)
+            self.logger.scalars(step, {f"train/{k}": v for k, v in row.items() if k not in ("step", "epoch")})
         if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0:
             self.save_last()
         if cfg.run.max_steps and step >= cfg.run.max_steps:
@@ -618,16 +646,29 @@ class Recipe:
                "war": None, "lr": self.last_lr, "seconds": self.seconds}
         if self.main:
             write_metrics(self.rundir, row)
+            self.val_scores = None
             self.rule.after_epoch(self, epoch, row)
+            self._log_epoch(row)
         self.state.epoch, self.state.batch_in_epoch = epoch + 1, 0
         self.state.done = epoch + 1 == self.cfg.optim.epochs
+
+    def _log_epoch(self, row: dict) -> None:
+        """The epoch's train loss and, when it validated, its validation loss, UAR, WAR, per-class recall."""
+        values = {"epoch/train_loss": row["loss"]}
+        if self.val_scores is not None:
+            values.update({f"val/{k}": v for k, v in self.val_scores.items() if k != "recall"})
+            values.update({f"val/recall/{name}": r for name, r in self.val_scores["recall"].items()})
+        self.logger.scalars(self.state.step, values)
 
     def validate(self) -> tuple[float, float, str]:
         """Validation (UAR, WAR, note) of the current weights, at the negative weight chosen on them; the
         validation loss is kept in `self.val_loss` for the epoch's metrics row."""
         res = evaluate(self.model, self.val_loader, self.device, self.cfg.optim.amp)
         self.val_loss = validation_loss(self.cfg, res)
-        return with_negative_weight(self.cfg, res)
+        uar, war, note = with_negative_weight(self.cfg, res)
+        self.val_scores = {**self.val_loss, "uar": uar, "war": war, "recall": validation_recall(self.cfg, res,
+                                                                                                 self.info.labels)}
+        return uar, war, note
 
     def test(self) -> dict | None:
         """Score the test fold with the selected checkpoint (once: a finished run reads its test.json)."""
@@ -646,6 +687,7 @@ class Recipe:
         res = evaluate(self.model, loader, self.device, self.cfg.optim.amp)
         t = write_test_outputs(self.rundir.root, self.info, res, split.fold, epoch, self.rule.selected,
                                input_record(self.prep))
+        self.logger.hparams(flat(self.cfg.to_dict()), {"test/uar": t["uar"], "test/war": t["war"]})
         self.objective.report_test(self.console, self.rundir, split.fold, t, self.info.labels, True, epoch)
         return t
 
@@ -674,6 +716,7 @@ class Recipe:
         self.setup()
         self.run_epochs()
         if self.stopped:
+            self.logger.close()
             self.console.print(f"stopped at step {self.state.step} (run.max_steps); continue with --resume")
             return {"step": self.state.step, "stopped": True}
         if self.main:
@@ -682,6 +725,7 @@ class Recipe:
                    "fusion_weights": self.model.fusion_weights(), "trainable": self.trainable, "total": self.total,
                    **self.objective.summary()}
         test = self.test()
+        self.logger.close()
         if test is not None:
             summary["test"] = test
         barrier(self.world)

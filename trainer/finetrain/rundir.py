@@ -12,6 +12,7 @@
     RUN/fold_table.json, .md   the per-fold and mean table of such a run
     RUN/eval/<NAME>/           `finetrain eval` of the run on a store (predictions, fold table)
     RUN/report/                `finetrain report`'s PNG, HTML page and fold table
+    RUN/tensorboard/           TensorBoard event files (`finetrain.logger`, run.logger=tensorboard)
 
 A run folder is input like any file: sub-run names are only ever `fold` + digits, and every path here
 is built under the folder, never from names read out of it.
@@ -35,6 +36,7 @@ FOLD_TABLE_MD = "fold_table.md"
 CHECKPOINTS = "checkpoints"
 EVAL_DIR = "eval"
 REPORT_DIR = "report"
+TENSORBOARD_DIR = "tensorboard"
 LAST, BEST = "last", "best"
 _FOLD_DIR = re.compile(r"fold([1-9][0-9]{0,2})")
 
@@ -90,6 +92,10 @@ class RunDir:
     @property
     def report(self) -> Path:
         return self.root / REPORT_DIR
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD_DIR
 
     def evaluation(self, name: str) -> Path:
         """Where `finetrain eval` writes its scoring of the run on one store (`name` is a plain folder name)."""

@@ -48,7 +48,7 @@ def _train(cfg, store: Path, out: Path, folds, single, resume: bool, mode: str, 
 
 def run_command(store: Path, out: Path, config: str | None, overrides: list[str] | None, resume: bool,
                 fold: str | None, mode: str, text: str, quiet: bool, strict_protocol: bool = False,
-                drop_missing_streams: bool = False) -> None:
+                drop_missing_streams: bool = False, logger: str | None = None) -> None:
     """Check the options, load the config, train; every refusal is one line and exit status 2."""
     import pickle
 
@@ -70,6 +70,7 @@ def run_command(store: Path, out: Path, config: str | None, overrides: list[str]
         single = folds[0] if isinstance(folds, list) and len(folds) == 1 else None
         extra = list(overrides or []) + ([f"run.fold={single}"] if single is not None else [])
         extra += ["run.strict_protocol=true"] * strict_protocol + ["model.missing_streams=drop"] * drop_missing_streams
+        extra += [f"run.logger={logger}"] if logger else []
         cfg = _config(out, config, extra, resume, err)
         _train(cfg, store, out, folds, single, resume, mode, text, quiet)
     except (FinetrainError, SchemaError) as exc:
@@ -98,7 +99,9 @@ def register(app: typer.Typer) -> None:
         drop_missing_streams: bool = typer.Option(False, "--drop-missing-streams", help="Train without the config's "
                                                   "streams the store cannot feed, and record it (an ablation; "
                                                   "model.missing_streams=drop)."),
+        logger: str = typer.Option(None, "--logger", help="tensorboard (default: RUN/tensorboard/), wandb "
+                                   "(offline, when installed) or none (run.logger)."),
     ) -> None:
         """Train on the fold's training clips, select on a validation split carved from them, report the test fold."""
         run_command(store, out, config, overrides, resume, fold, mode, text, quiet, strict_protocol,
-                    drop_missing_streams)
+                    drop_missing_streams, logger)
