@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .commands import evaluate, run
+from .commands import configs, evaluate, run
 
 app = typer.Typer(
     name="finetrain",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (run, evaluate):
+for module in (run, evaluate, configs):
     module.register(app)
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def _train(cfg, store: Path, out: Path, folds, single, resume: bool, mode: str, 
 
 def run_command(store: Path, out: Path, config: str | None, overrides: list[str] | None, resume: bool,
                 fold: str | None, mode: str, text: str, quiet: bool, strict_protocol: bool = False,
-                drop_missing_streams: bool = False, logger: str | None = None) -> None:
+                drop_missing_streams: bool = False, logger: str | None = None, print_config: bool = False) -> None:
     """Check the options, load the config, train; every refusal is one line and exit status 2."""
     import pickle
 
@@ -72,6 +72,11 @@ def run_command(store: Path, out: Path, config: str | None, overrides: list[str]
         extra += ["run.strict_protocol=true"] * strict_protocol + ["model.missing_streams=drop"] * drop_missing_streams
         extra += [f"run.logger={logger}"] if logger else []
         cfg = _config(out, config, extra, resume, err)
+        if print_config:
+            import yaml
+
+            sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            return
         _train(cfg, store, out, folds, single, resume, mode, text, quiet)
     except (FinetrainError, SchemaError) as exc:
         _fail(err, exc)
@@ -84,7 +89,8 @@ def register(app: typer.Typer) -> None:
     def run(
         store: Path = typer.Option(..., "--store", help="A store written by `fineprep extract`."),
         out: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, metrics, test scores."),
-        config: str = typer.Option(None, "--config", help="A preset name (default, tiny) or a YAML file."),
+        config: str = typer.Option(None, "--config", help="A preset name (`finetrain configs` lists them) or a YAML "
+                                   "file."),
         overrides: list[str] = typer.Argument(None, help="section.key=value settings, e.g. optim.lr=5e-4."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
         fold: str = typer.Option(None, "--fold", help="Fold to train and test (default: run.fold of the config); "
@@ -101,7 +107,8 @@ def register(app: typer.Typer) -> None:
                                                   "model.missing_streams=drop)."),
         logger: str = typer.Option(None, "--logger", help="tensorboard (default: RUN/tensorboard/), wandb "
                                    "(offline, when installed) or none (run.logger)."),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
     ) -> None:
         """Train on the fold's training clips, select on a validation split carved from them, report the test fold."""
         run_command(store, out, config, overrides, resume, fold, mode, text, quiet, strict_protocol,
-                    drop_missing_streams, logger)
+                    drop_missing_streams, logger, print_config)
