@@ -16,6 +16,7 @@ for, whose origin cannot be told, is refused with a line asking for `model.weigh
 
 from __future__ import annotations
 
+import contextlib
 from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -108,8 +109,9 @@ def create_clip(name: str, pretrained: str | None, weights_origin: str = "auto")
         raise BackboneError(f"model.backbone {name} uses QuickGELU, but weights {pretrained!r} were trained with "
                             f"GELU; use {name.removesuffix('-quickgelu')} or set model.weights_origin")
     try:
-        model = open_clip.create_model(name, pretrained=pretrained or None, force_quick_gelu=bool(need_quick),
-                                       device=torch.get_default_device())  # "meta" to count parameters
+        with _quiet_random_weights_warning(pretrained):
+            model = open_clip.create_model(name, pretrained=pretrained or None, force_quick_gelu=bool(need_quick),
+                                           device=torch.get_default_device())  # "meta" to count parameters
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise BackboneError(
@@ -121,6 +123,29 @@ def create_clip(name: str, pretrained: str | None, weights_origin: str = "auto")
         p.requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(name)
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_random_weights_warning(pretrained: str | None):
+    """open_clip warns on the root logger ("No pretrained weights loaded") for every random-weight model;
+    the run says it once in its own words (`streams.RANDOM_WEIGHTS_LINE`), so that line is held back
+    for a deliberate `model.pretrained: null` only."""
+    import logging
+
+    if pretrained:
+        yield
+        return
+
+    class NoRandomWeightsLine(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "No pretrained weights loaded" not in record.getMessage()
+
+    root, quiet = logging.getLogger(), NoRandomWeightsLine()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 def uses_quick_gelu(tower) -> bool:
