@@ -58,8 +58,10 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("parsing", "uint8", ("T", "S", "S"), "class map, values index the store's parsing_classes"),
     ArraySpec("landmarks", "float32", ("T", NUM_LANDMARKS, 3), "x, y in [0, 1] of the crop; z relative depth"),
     ArraySpec("blendshapes", "float32", ("T", NUM_BLENDSHAPES), "mediapipe blendshape coefficients"),
-    ArraySpec("face_found", "bool", ("T",), "false where the landmarker found no face: landmarks, blendshapes "
-              "and parsing of that frame are zeros, not measurements"),
+    ArraySpec("face_found", "bool", ("T",), "false where no tracked face reached the store's min_landmark_score: "
+              "landmarks, blendshapes and parsing of that frame are zeros, not measurements"),
+    ArraySpec("landmark_score", "float32", ("T",), "the mesh network's face-presence score in [0, 1] on the "
+              "frame's window (kept where face_found is false; 0 where no tracked face was in the window)"),
     ArraySpec("boxes", "float32", ("T", 4), "the crop window in source pixels: x0, y0, x1, y1 (may reach outside "
               "the frame, which is padded black); the whole image for frame-folder sources that are only resized"),
     ArraySpec("shot", "int16", ("T",), "shot index inside the clip (0 first, +1 after each detected cut)"),

@@ -240,8 +240,8 @@ def _older_version(root: Path) -> str | None:
     except Exception:  # noqa: BLE001 - not readable: _check_arrays says how
         return None
     if version is not None and version < SCHEMA_VERSION:
-        return (f"written by schema version {version}, older than this fineclip's {SCHEMA_VERSION} (crop boxes, "
-                "shots and unfilled face frames came later); re-run `fineprep extract --overwrite`")
+        return (f"written by schema version {version}, older than this fineclip's {SCHEMA_VERSION} (mesh scores, "
+                "crop boxes and shots came later); re-run `fineprep extract --overwrite`")
     return None
 
 

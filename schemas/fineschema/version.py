@@ -1,3 +1,5 @@
 """The contract's version. Bump on any change a reader must know about."""
 
-SCHEMA_VERSION = 2  # 2: boxes, shot, track_score arrays; source_width/height columns; face_found never filled
+# 2: boxes, shot, track_score arrays; source_width/height columns; face_found never filled
+# 3: landmark_score array (the mesh's face-presence score on the tracker's window); face_found from it
+SCHEMA_VERSION = 3

@@ -5,13 +5,15 @@ the clip is cut into shots (shots.CutWatcher, fed every decoded frame), detectio
 shot and one track per shot is chosen (tracks: `primary`, `largest` or `center`); its boxes, filled and
 smoothed inside that track and shot only, give square crops with a margin. Frame-folder sources
 (DFEW clip_224x224, FERV39k 2_ClipsforFaceCrop) are already aligned face crops, so they are only
-resized; the landmarker still runs on every frame.
+resized; their whole image is the face's window.
 
-Nothing is copied between frames: a kept frame whose face the landmarker misses is tried again on a
-wider and on a tighter window; if both miss too, its landmarks, blendshapes and parsing stay zeros and
-`face_found` is false. A clip without any detected face is `no_face`; one whose landmarker found the
-face in fewer than `min_found_ratio` of its kept frames is `few_faces` (its arrays are stored, the
-trainer skips it).
+The mesh and blendshape networks run on each window (mesh.MeshTracker, no second detector inside
+it) and give a face-presence score, stored per frame as `landmark_score`. A frame's face is found
+where a tracked face is in the window and its score reaches `min_landmark_score`; a tracked frame
+under it is tried again on a wider and on a tighter window. Nothing is copied between frames: where
+the face is not found, landmarks, blendshapes and parsing stay zeros and `face_found` is false. A
+clip without any detected face is `no_face`; one whose face was found in fewer than
+`min_found_ratio` of its kept frames is `few_faces` (its arrays are stored, the trainer skips it).
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ import numpy as np
 from fineschema import tables
 
 from ..entries import ClipEntry
-from . import detect, faces, media, shots, tracks
+from . import detect, faces, media, mesh, shots, tracks
 from .config import ExtractConfig
 from .parsing import FaceParser
 
-# Retry windows for a frame whose face the landmarker missed: wider (the face was cut), then tighter
+# Retry windows for a tracked frame whose mesh score is under the threshold: wider (the face was cut), then tighter
 # (the face was too small in the crop), as factors of the window side.
 RETRY_SCALES = (1.5, 1 / 1.4)
 
@@ -71,7 +73,7 @@ def source_of(root: Path, entry: ClipEntry) -> Path:
 
 
 def extract_clip(entry: ClipEntry, root: Path, config: ExtractConfig, models: faces.FaceModels,
-                 tracker: faces.Tracker, parser: FaceParser, timer: StageTimer | None = None) -> ClipResult:
+                 tracker: mesh.MeshTracker, parser: FaceParser, timer: StageTimer | None = None) -> ClipResult:
     """Run one clip; any failure comes back as a result with a status and a one-line reason."""
     timer = timer or StageTimer()
     try:
@@ -87,7 +89,7 @@ def extract_clip(entry: ClipEntry, root: Path, config: ExtractConfig, models: fa
 
 
 def _extract(entry: ClipEntry, root: Path, config: ExtractConfig, models: faces.FaceModels,
-             tracker: faces.Tracker, parser: FaceParser, timer: StageTimer) -> ClipResult:
+             tracker: mesh.MeshTracker, parser: FaceParser, timer: StageTimer) -> ClipResult:
     t0 = time.perf_counter()
     sampled, cuts = _decode(entry, root, config)
     t0 = timer.add("decode", t0)
@@ -106,20 +108,24 @@ def _extract(entry: ClipEntry, root: Path, config: ExtractConfig, models: faces.
                           for i, f in enumerate(sampled.frames)])
         boxes = win.boxes()
     t0 = timer.add("crop", t0)
-    marks, shapes, found = _landmarks(sampled.frames, crops, boxes, win, config.size, models, tracker)
+    tracked = np.ones(t, bool) if entry.media == "frames" and not config.crop_frame_sources \
+        else np.isfinite(win.track_score)
+    got, found = _landmarks(sampled.frames, crops, boxes, win, tracked, config, tracker)
+    marks, shapes = got.landmarks, got.blendshapes
     t0 = timer.add("landmarks", t0)
     if not found.any():
-        raise media.ClipFailure(tables.STATUS_NO_FACE, f"the landmarker found no face in any of {t} frames")
+        raise media.ClipFailure(tables.STATUS_NO_FACE, f"no face with a mesh score of {config.min_landmark_score:g} "
+                                f"or more in any of {t} frames")
     parsing = parser.parse(crops, marks)
     parsing[~found] = 0  # nothing measured there
     timer.add("parsing", t0)
     arrays = {"frames": crops, "parsing": parsing, "landmarks": marks, "blendshapes": shapes, "face_found": found,
-              "boxes": boxes.astype(np.float32), "shot": shot.astype(np.int16),
+              "landmark_score": got.score, "boxes": boxes.astype(np.float32), "shot": shot.astype(np.int16),
               "track_score": win.track_score.astype(np.float32)}
     status, error = tables.STATUS_OK, None
     if found.mean() < config.min_found_ratio:
         status = tables.STATUS_FEW_FACES
-        error = (f"the landmarker found the face in {int(found.sum())} of {t} kept frames, below the "
+        error = (f"the face was found in {int(found.sum())} of {t} kept frames, below the "
                  f"min found ratio {config.min_found_ratio:g}")
     return ClipResult(entry, status, error, sampled.indices, sampled.num_source_frames, sampled.fps, arrays,
                       source_width=w, source_height=h)
@@ -159,18 +165,27 @@ def _track(entry: ClipEntry, sampled: media.Sampled, cuts: shots.CutWatcher | No
     return shot, win
 
 
-def _landmarks(frames: list[np.ndarray], crops: np.ndarray, boxes: np.ndarray, win: tracks.Windows, size: int,
-               models: faces.FaceModels, tracker: faces.Tracker) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Landmarks and blendshapes per crop; a missed frame is retried on a wider, then a tighter window
-    (its crop and box updated in place when one finds the face)."""
-    marks, shapes, found = tracker.run(crops)
-    for i in np.flatnonzero(~found):
+def _landmarks(frames: list[np.ndarray], crops: np.ndarray, boxes: np.ndarray, win: tracks.Windows,
+               tracked: np.ndarray, config: ExtractConfig, tracker: mesh.MeshTracker
+               ) -> tuple[mesh.Measured, np.ndarray]:
+    """The mesh on every tracked window, and which frames count as found. A tracked frame under the
+    score threshold is retried on a wider, then a tighter window (its crop and box updated in place
+    when one passes); the mesh of a frame not found is zeroed, its score kept."""
+    got = mesh.Measured.zeros(len(frames))
+    idx = np.flatnonzero(tracked)
+    if len(idx):
+        part = tracker.run([frames[i] for i in idx], boxes[idx])
+        got.landmarks[idx], got.blendshapes[idx], got.score[idx] = part.landmarks, part.blendshapes, part.score
+    found = tracked & (got.score >= config.min_landmark_score)
+    for i in np.flatnonzero(tracked & ~found):
         for k in RETRY_SCALES:
-            crop = faces.crop_square(frames[i], win.cx[i], win.cy[i], win.side[i] * k, size)
-            got = faces.landmarks_of(models.still, crop)
-            if got is not None:
-                crops[i], (marks[i], shapes[i]), found[i] = crop, got, True
-                boxes[i] = tracks.Windows(win.cx[i:i + 1], win.cy[i:i + 1], win.side[i:i + 1] * k,
-                                          win.track_score[i:i + 1]).boxes()[0]
+            box = tracks.Windows(win.cx[i:i + 1], win.cy[i:i + 1], win.side[i:i + 1] * k,
+                                 win.track_score[i:i + 1]).boxes()[0]
+            marks, shapes, score = mesh.measure_box(tracker.net, frames[i], box)
+            if score >= config.min_landmark_score:
+                crops[i] = faces.crop_square(frames[i], win.cx[i], win.cy[i], win.side[i] * k, config.size)
+                boxes[i], found[i] = box, True
+                got.landmarks[i], got.blendshapes[i], got.score[i] = marks, shapes, score
                 break
-    return marks, shapes, found
+    got.landmarks[~found], got.blendshapes[~found] = 0.0, 0.0
+    return got, found
