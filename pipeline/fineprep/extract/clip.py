@@ -35,6 +35,9 @@ from .parsing import FaceParser
 # Retry windows for a tracked frame whose mesh score is under the threshold: wider (the face was cut), then tighter
 # (the face was too small in the crop), as factors of the window side.
 RETRY_SCALES = (1.5, 1 / 1.4)
+# A window re-centred on the first mesh: its side over the mesh's extent (the tracker's window is 1.6x a
+# BlazeFace box, which is about 0.85x the mesh's forehead-to-chin extent).
+RECENTRE_SIDE = 1.4
 
 
 @dataclass
@@ -153,7 +156,8 @@ def _track(entry: ClipEntry, sampled: media.Sampled, cuts: shots.CutWatcher | No
     """Every face of every kept frame, linked into tracks per shot; the chosen track's crop windows."""
     t0 = time.perf_counter()
     h, w = sampled.frames[0].shape[:2]
-    found_boxes = detect.TiledDetector(models.detector, config.min_face).detect_all(sampled.frames)
+    second = models.second if config.second_detector else None
+    found_boxes = detect.TiledDetector(models.detector, config.min_face, second).detect_all(sampled.frames)
     t0 = timer.add("detect", t0)
     if not any(len(b) for b in found_boxes):
         raise media.ClipFailure(tables.STATUS_NO_FACE,
@@ -178,14 +182,28 @@ def _landmarks(frames: list[np.ndarray], crops: np.ndarray, boxes: np.ndarray, w
         got.landmarks[idx], got.blendshapes[idx], got.score[idx] = part.landmarks, part.blendshapes, part.score
     found = tracked & (got.score >= config.min_landmark_score)
     for i in np.flatnonzero(tracked & ~found):
-        for k in RETRY_SCALES:
-            box = tracks.Windows(win.cx[i:i + 1], win.cy[i:i + 1], win.side[i:i + 1] * k,
-                                 win.track_score[i:i + 1]).boxes()[0]
+        for box in _retry_boxes(win, i, boxes[i], got.landmarks[i]):
             marks, shapes, score = mesh.measure_box(tracker.net, frames[i], box)
             if score >= config.min_landmark_score:
-                crops[i] = faces.crop_square(frames[i], win.cx[i], win.cy[i], win.side[i] * k, config.size)
+                side = box[2] - box[0]
+                crops[i] = faces.crop_square(frames[i], (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, side, config.size)
                 boxes[i], found[i] = box, True
                 got.landmarks[i], got.blendshapes[i], got.score[i] = marks, shapes, score
                 break
     got.landmarks[~found], got.blendshapes[~found] = 0.0, 0.0
     return got, found
+
+
+def _retry_boxes(win: tracks.Windows, i: int, box: np.ndarray, marks: np.ndarray) -> list[np.ndarray]:
+    """Windows to try again for frame i: centred on where the first mesh put the face (the smoothed
+    window lags behind a fast-moving face), then the tracker's window wider and tighter."""
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    xs, ys = x0 + marks[:, 0] * (x1 - x0), y0 + marks[:, 1] * (y1 - y0)
+    side = RECENTRE_SIDE * max(xs.max() - xs.min(), ys.max() - ys.min())
+    cx, cy = (xs.max() + xs.min()) / 2, (ys.max() + ys.min()) / 2
+    out = [np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)] \
+        if 0.5 * (x1 - x0) < side < 2 * (x1 - x0) else []
+    for k in RETRY_SCALES:
+        out.append(tracks.Windows(win.cx[i:i + 1], win.cy[i:i + 1], win.side[i:i + 1] * k,
+                                  win.track_score[i:i + 1]).boxes()[0])
+    return out

@@ -88,6 +88,16 @@ class FaceModels:
         ))
         self.min_confidence = min_confidence
         self._mesh = None
+        self._second = None
+
+    @property
+    def second(self):
+        """The second detector (centerface.CenterFace), built on first use."""
+        if self._second is None:
+            from .centerface import CenterFace
+
+            self._second = CenterFace()
+        return self._second
 
     @property
     def mesh(self):
@@ -110,7 +120,7 @@ class FaceModels:
 
     def close(self) -> None:
         self.detector.close()
-        self._mesh = None
+        self._mesh = self._second = None
 
 
 _MODELS: dict[str, FaceModels] = {}

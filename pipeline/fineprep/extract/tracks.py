@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-GATE = 0.8          # centre distance (in box sides) for consecutive frames
+GATE = 1.4          # centre distance (in box sides) for consecutive kept frames
 GATE_PER_GAP = 0.3  # added per missed kept frame
 SIZE_RATIO = 1.6    # the larger side over the smaller
 MAX_GAP = 4         # kept frames a track may miss and still continue
