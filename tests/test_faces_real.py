@@ -340,8 +340,39 @@ def test_a_frame_without_a_face_stores_zeros_not_a_neighbours_values(tmp_path, m
     assert not a["landmarks"][hidden].any() and not a["blendshapes"][hidden].any()
     assert not a["parsing"][hidden].any()
     assert a["landmarks"][~hidden].any(axis=(1, 2)).all()
+    assert (a["landmark_score"][~hidden] > 0.9).all() and (a["landmark_score"][hidden] < 0.5).all()
     strict = _extract(path, 8, models, min_found_ratio=0.9)
     assert strict.status == "few_faces" and "6 of 8" in strict.error and strict.arrays is not None
+
+
+@needs_footage
+@pytest.mark.slow
+def test_a_small_face_looking_down_is_found_in_14_of_16_frames(models):
+    """juggle.mp4: a ~35 px face in 1280x720, mostly looking down, moving fast between kept frames."""
+    result = _extract(REAL / "juggle.mp4", 16, models)
+    a = result.arrays
+    assert result.status == "ok" and int(a["face_found"].sum()) >= 14
+    tracked = np.isfinite(a["track_score"])
+    assert (a["face_found"] == (tracked & (a["landmark_score"] >= 0.5))).all()
+    fussy = _extract(REAL / "juggle.mp4", 16, models, min_landmark_score=0.99)
+    f = fussy.arrays
+    assert (f["face_found"] == (f["landmark_score"] >= 0.99)).all() and f["face_found"].sum() < a["face_found"].sum()
+
+
+@needs_footage
+def test_centerface_sees_the_blurred_children_blazeface_misses_and_draws_blazeface_boxes(models):
+    """bedroom.mp4: small blurred faces. CenterFace finds a face in nearly every kept frame; on a sharp
+    portrait its converted box lies where BlazeFace's does."""
+    from fineprep.extract import centerface
+
+    frames = read_video_rgb(REAL / "bedroom.mp4")
+    kept = [frames[i] for i in segment_centres(len(frames), 8)]
+    second = centerface.CenterFace()
+    assert sum(len(second.detect(f)) > 0 for f in kept) >= 7
+    portrait = cv2.cvtColor(cv2.imread(str(REAL / "obama.jpg")), cv2.COLOR_BGR2RGB)
+    blaze = detect.TiledDetector(models.detector).detect(portrait)
+    ours = second.detect(portrait)
+    assert len(blaze) == 1 and len(ours) == 1 and _iou(blaze[0], ours[0]) > 0.6
 
 
 def test_a_store_of_the_previous_schema_is_refused_in_one_line(tmp_path):

@@ -58,6 +58,8 @@ def extract(
     min_landmark_score: Annotated[float, Opt(min=0.0, max=1.0, help="A tracked face counts as found where the "
                                              "mesh's face-presence score reaches this (the store keeps every "
                                              "score).")] = 0.5,
+    second_detector: Annotated[bool, Opt(help="Ask CenterFace about frames where BlazeFace finds only weak faces "
+                                         "or none (small faces looking down, profiles, blur).")] = True,
     landmark_mode: Annotated[LandmarkMode, Opt(help="Kept for older command lines: both image and video run the "
                                                "mesh on the face tracker's window of each kept frame.")
                              ] = LandmarkMode.IMAGE,
@@ -68,7 +70,7 @@ def extract(
     config = ExtractConfig(
         frames=frames, size=size, margin=margin, parser=parser, parser_weights=parser_weights,
         landmark_mode=landmark_mode, face=face, min_found_ratio=min_found_ratio, min_landmark_score=min_landmark_score,
-        batch_size=batch_size,
+        second_detector=second_detector, batch_size=batch_size,
         max_pixels=max_pixels, source=source, labels=labels, limit=limit, workers=workers, scheduler=scheduler,
         memory_limit=memory_limit, overwrite=overwrite, strict=strict, landmarker=landmarker,
     )

