@@ -113,7 +113,7 @@ def networks(store: Path, model: str) -> tuple[float, int]:
     return time.perf_counter() - start, len(rois)
 
 
-def ours(root: Path, store: Path, workers: int, frames: int, size: int, batch_size: int) -> dict:
+def ours(root: Path, store: Path, workers: int, frames: int, size: int, batch_size: int, second: bool = True) -> dict:
     from rich.console import Console
 
     from fineprep.extract.app import extract_dataset
@@ -121,7 +121,8 @@ def ours(root: Path, store: Path, workers: int, frames: int, size: int, batch_si
 
     shutil.rmtree(store, ignore_errors=True)
     start = time.perf_counter()
-    config = ExtractConfig(source="original", frames=frames, size=size, workers=workers, batch_size=batch_size)
+    config = ExtractConfig(source="original", frames=frames, size=size, workers=workers, batch_size=batch_size,
+                           second_detector=second)
     outcome = extract_dataset("dfew", root, store, config, console=Console(quiet=True))
     total = time.perf_counter() - start
     stages: dict[str, float] = {}
@@ -144,6 +145,7 @@ def main() -> None:
     ap.add_argument("--max-frames", type=int, default=96)
     ap.add_argument("--repeats", type=int, default=2, help="runs of ours and of the floor; the fastest counts")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fineclip-bench/extract"))
+    ap.add_argument("--no-second-detector", action="store_true", help="extract without CenterFace")
     args = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
 
@@ -161,8 +163,9 @@ def main() -> None:
     one = two = None
     floor_s = nets_s = float("inf")
     for _ in range(args.repeats):
-        r1 = ours(root, work / "store-1", 1, args.frames, args.size, args.batch_size)
-        r2 = ours(root, work / "store-2", 2, args.frames, args.size, args.batch_size)
+        second = not args.no_second_detector
+        r1 = ours(root, work / "store-1", 1, args.frames, args.size, args.batch_size, second)
+        r2 = ours(root, work / "store-2", 2, args.frames, args.size, args.batch_size, second)
         f_s, floor_frames = floor(work / "store-1", model)
         one = r1 if one is None or r1["seconds"] < one["seconds"] else one
         two = r2 if two is None or r2["seconds"] < two["seconds"] else two
@@ -178,7 +181,8 @@ def main() -> None:
         "## extract",
         "",
         f"Command: `.venv/bin/python bench/extract.py --clips-per-class {args.clips_per_class} --frames {args.frames} "
-        f"--size {args.size} --batch-size {args.batch_size} --repeats {args.repeats}`  ",
+        f"--size {args.size} --batch-size {args.batch_size} --repeats {args.repeats}"
+        f"{' --no-second-detector' if args.no_second_detector else ''}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores visible, Python {platform.python_version()}; "
         f"load average {load_before:.1f} before / {load_after:.1f} after (the machine is shared).  ",
         f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Data: synth DFEW, {n} raw videos at 256x256, "

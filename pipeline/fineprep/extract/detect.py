@@ -33,6 +33,7 @@ MIN_SCORE = 0.7       # kept detections (measured on composites: faces 0.76 and 
                       # non-faces 0.50-0.66); a frame with only weaker ones keeps its best (rendered synth
                       # faces filling the frame score 0.61-0.66)
 SAME_FACE = 0.5        # intersection over the smaller box above which two boxes are one face
+SECOND_BELOW = 0.7     # the second detector is asked where no face scores this much
 
 
 def tile_sides(width: int, height: int, min_face: float) -> list[int]:
@@ -121,7 +122,7 @@ class TiledDetector:
                         if not cut:
                             found.append((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0, s))
         boxes = np.asarray(found, dtype=np.float32).reshape(-1, 5)
-        if self.second is not None and not (boxes[:, 4] >= MIN_SCORE).any():
+        if self.second is not None and not (boxes[:, 4] >= SECOND_BELOW).any():
             more = self.second.detect(frame)
             if len(more):  # its faces replace the pyramid's weak ones (non-faces score 0.50-0.66 there)
                 return merge(more)
