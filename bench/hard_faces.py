@@ -192,6 +192,19 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def table(result: dict) -> str:
+    """Markdown rows: all cases, then by face size, condition and frame size."""
+    lines = ["| hard cases | cases | found | wrong face | mean IoU | NME (68 pt, cases) |", "|---|---|---|---|---|---|"]
+    rows = [("all", result["all"])] + [(f"{g.removeprefix('by_')} {k}", v) for g in ("by_face_px", "by_condition",
+                                                                                     "by_frame")
+                                       for k, v in result[g].items()]
+    for name, r in rows:
+        nme = "-" if r["nme_68_mean"] is None else f"{r['nme_68_mean']:.3f} ({r['nme_68_cases']})"
+        lines.append(f"| {name} | {r['cases']} | {r['found_ratio']:.3f} | {r['wrong_face']} | "
+                     f"{r['iou_mean'] if r['iou_mean'] is not None else '-'} | {nme} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "real-footage")
@@ -203,7 +216,7 @@ def main() -> None:
     config = ExtractConfig(frames=1, crop_frame_sources=True, second_detector=not args.no_second_detector)
     result = run(args.real, config)
     text = json.dumps(result, indent=1)
-    print(text)
+    print(table(result))
     if args.json:
         args.json.write_text(text)
 
