@@ -83,6 +83,19 @@ def test_tracks_never_cross_a_cut_and_far_or_resized_boxes_start_new_ones():
     assert np.isfinite(tracks.link_cost(_box(100, 100, 60), _box(130, 100, 66), 1))
 
 
+def test_the_link_gate_widens_with_the_time_between_kept_frames():
+    """A face 1.25 sides away continues its track 15 source frames later (a juggler between kept frames),
+    not 1 frame later; past MAX_GATE nothing links, however far apart the frames."""
+    a, b = _box(100, 100, 60), _box(175, 100, 60)                  # 75 px = 1.25 sides
+    assert np.isinf(tracks.link_cost(a, b, gap=1)) and np.isinf(tracks.link_cost(a, b, 1, frames_apart=2))
+    assert np.isfinite(tracks.link_cost(a, b, 1, frames_apart=15))
+    assert np.isinf(tracks.link_cost(a, _box(100 + 60 * 2.1, 100, 60), 1, frames_apart=500))
+    dets = [np.stack([_box(100 + 75 * t, 100, 60)]) for t in range(4)]
+    shot = np.zeros(4, np.int16)
+    assert len(tracks.link(dets, shot)) == 4                                   # kept frames side by side
+    assert len(tracks.link(dets, shot, np.array([0, 15, 30, 45]))) == 1      # 15 source frames apart
+
+
 def test_primary_largest_and_center_rules():
     w, h = 640, 360
     centre = [_box(280, 170, 70, 0.95)] * 6           # large, near the centre, whole shot
