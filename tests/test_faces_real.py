@@ -83,6 +83,19 @@ def test_tracks_never_cross_a_cut_and_far_or_resized_boxes_start_new_ones():
     assert np.isfinite(tracks.link_cost(_box(100, 100, 60), _box(130, 100, 66), 1))
 
 
+def test_the_link_gate_widens_with_the_time_between_kept_frames():
+    """A face 1.25 sides away continues its track 15 source frames later (a juggler between kept frames),
+    not 1 frame later; past MAX_GATE nothing links, however far apart the frames."""
+    a, b = _box(100, 100, 60), _box(175, 100, 60)                  # 75 px = 1.25 sides
+    assert np.isinf(tracks.link_cost(a, b, gap=1)) and np.isinf(tracks.link_cost(a, b, 1, frames_apart=2))
+    assert np.isfinite(tracks.link_cost(a, b, 1, frames_apart=15))
+    assert np.isinf(tracks.link_cost(a, _box(100 + 60 * 2.1, 100, 60), 1, frames_apart=500))
+    dets = [np.stack([_box(100 + 75 * t, 100, 60)]) for t in range(4)]
+    shot = np.zeros(4, np.int16)
+    assert len(tracks.link(dets, shot)) == 4                                   # kept frames side by side
+    assert len(tracks.link(dets, shot, np.array([0, 15, 30, 45]))) == 1      # 15 source frames apart
+
+
 def test_primary_largest_and_center_rules():
     w, h = 640, 360
     centre = [_box(280, 170, 70, 0.95)] * 6           # large, near the centre, whole shot
@@ -340,8 +353,39 @@ def test_a_frame_without_a_face_stores_zeros_not_a_neighbours_values(tmp_path, m
     assert not a["landmarks"][hidden].any() and not a["blendshapes"][hidden].any()
     assert not a["parsing"][hidden].any()
     assert a["landmarks"][~hidden].any(axis=(1, 2)).all()
+    assert (a["landmark_score"][~hidden] > 0.9).all() and (a["landmark_score"][hidden] < 0.5).all()
     strict = _extract(path, 8, models, min_found_ratio=0.9)
     assert strict.status == "few_faces" and "6 of 8" in strict.error and strict.arrays is not None
+
+
+@needs_footage
+@pytest.mark.slow
+def test_a_small_face_looking_down_is_found_in_14_of_16_frames(models):
+    """juggle.mp4: a ~35 px face in 1280x720, mostly looking down, moving fast between kept frames."""
+    result = _extract(REAL / "juggle.mp4", 16, models)
+    a = result.arrays
+    assert result.status == "ok" and int(a["face_found"].sum()) >= 14
+    tracked = np.isfinite(a["track_score"])
+    assert (a["face_found"] == (tracked & (a["landmark_score"] >= 0.5))).all()
+    fussy = _extract(REAL / "juggle.mp4", 16, models, min_landmark_score=0.99)
+    f = fussy.arrays
+    assert (f["face_found"] == (f["landmark_score"] >= 0.99)).all() and f["face_found"].sum() < a["face_found"].sum()
+
+
+@needs_footage
+def test_centerface_sees_the_blurred_children_blazeface_misses_and_draws_blazeface_boxes(models):
+    """bedroom.mp4: small blurred faces. CenterFace finds a face in nearly every kept frame; on a sharp
+    portrait its converted box lies where BlazeFace's does."""
+    from fineprep.extract import centerface
+
+    frames = read_video_rgb(REAL / "bedroom.mp4")
+    kept = [frames[i] for i in segment_centres(len(frames), 8)]
+    second = centerface.CenterFace()
+    assert sum(len(second.detect(f)) > 0 for f in kept) >= 7
+    portrait = cv2.cvtColor(cv2.imread(str(REAL / "obama.jpg")), cv2.COLOR_BGR2RGB)
+    blaze = detect.TiledDetector(models.detector).detect(portrait)
+    ours = second.detect(portrait)
+    assert len(blaze) == 1 and len(ours) == 1 and _iou(blaze[0], ours[0]) > 0.6
 
 
 def test_a_store_of_the_previous_schema_is_refused_in_one_line(tmp_path):
@@ -395,3 +439,39 @@ def test_extract_refuses_an_unknown_face_rule(tmp_path):
                                       "--out", str(tmp_path / "s"), "--face", "biggest"])
     flat = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 2 and "'biggest' is not one of 'primary', 'largest', 'center'" in flat
+
+
+def _hard_faces():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "hard_faces.py"
+    spec = importlib.util.spec_from_file_location("hard_faces", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_footage
+def test_hard_cases_have_their_true_points_and_a_clean_face_is_scored_right(models, tmp_path):
+    """bench/hard_faces.py: every hand-placed face is read, and a clean 100 px 300-W face pasted into a
+    640x360 frame beside two smaller faces is found, boxed and meshed close to its true points."""
+    from fineprep.extract.parsing import get_parser
+
+    hard = _hard_faces()
+    people = hard.read_faces(REAL)
+    counts = {}
+    for p in people:
+        counts.setdefault(p["set"], set()).add(len(p["points"]))
+    assert len(people) == 17 and counts["300w"] == counts["300wlp"] == counts["menpo"] == {68}
+    assert len(set(hard.MESH_68.tolist())) == 68
+    i = next(k for k, p in enumerate(people) if p["set"] == "300w")
+    frame, truth = hard.make_case(people, i, 100, "clean", (640, 360), seed=0)
+    folder = tmp_path / "case"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0001.png"), frame[..., ::-1])
+    entry = ClipEntry("case", "folder", "case", media="frames")
+    with models.tracker() as tracker:
+        result = clip.extract_clip(entry, tmp_path, ExtractConfig(frames=1, crop_frame_sources=True), models,
+                                   tracker, get_parser("mesh"))
+    got = hard.score_case(result, truth)
+    assert got["found"] and got["iou"] > 0.6 and got["nme"] < 0.1, got

@@ -319,7 +319,8 @@ def test_predict_extracts_a_video_with_the_training_stores_facexformer_parser(tm
     settings = ExtractSettings(frames=2, size=64, margin=0.6, smooth_sigma=1.0, face="primary", min_face=40.0,
                                cut_change=0.4, min_found_ratio=0.25, crop_frame_sources=False, landmark_mode="image",
                                parser="facexformer", parser_weights_sha256=parsing.weights_sha256(ckpt),
-                               landmark_sha256=landmark_sha, detector_sha256=faces.detector_sha256(model_path))
+                               landmark_sha256=landmark_sha, detector_sha256=faces.detector_sha256(model_path),
+                               min_landmark_score=0.5, second_detector=False)
     with pytest.raises(PredictError, match=r"trained on facexformer parsing maps .* pass those weights with "
                        r"--parser-weights PATH"):
         extract_videos([video], settings, frames=2)

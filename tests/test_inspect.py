@@ -75,6 +75,7 @@ def make_store(root: Path, dataset: str = "dfew", label_set: str = "dfew") -> Pa
         arrays["boxes"][i] = np.tile(np.array([0, 0, S, S], np.float32), (T, 1))
         arrays["shot"].with_config({"write_empty_chunks": True})[i] = np.zeros(T, np.int16)
         arrays["track_score"][i] = np.full(T, 0.5, np.float32)
+        arrays["landmark_score"][i] = np.full(T, 0.9, np.float32)
     group.attrs.update({
         "schema_version": SCHEMA_VERSION, "dataset": dataset, "frames": T, "size": S,
         "parsing_classes": list(layout.PARSING_CLASSES), "landmark_model_sha256": "0" * 64,

@@ -75,6 +75,7 @@ def _write_arrays(root: Path, cls: np.ndarray, frames: int, size: int, rng: np.r
         arrays["landmarks"][i] = lmz
         arrays["blendshapes"][i] = bs
         arrays["face_found"][i] = np.ones(frames, bool)
+        arrays["landmark_score"][i] = np.ones(frames, np.float32)
         arrays["boxes"][i] = np.tile(np.array([0, 0, size, size], np.float32), (frames, 1))  # frames as they are
         arrays["shot"][i] = np.zeros(frames, np.int16)
         arrays["track_score"][i] = np.full(frames, np.nan, np.float32)  # no detector track placed them

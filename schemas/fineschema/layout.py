@@ -67,8 +67,11 @@ ARRAYS: tuple[ArraySpec, ...] = (
               ("frame", "point", "coord")),
     ArraySpec("blendshapes", "float32", ("T", NUM_BLENDSHAPES), "mediapipe blendshape coefficients",
               ("frame", "blendshape")),
-    ArraySpec("face_found", "bool", ("T",), "false where the landmarker found no face: landmarks, blendshapes "
-              "and parsing of that frame are zeros, not measurements", ("frame",)),
+    ArraySpec("face_found", "bool", ("T",), "false where no tracked face reached the store's min_landmark_score: "
+              "landmarks, blendshapes and parsing of that frame are zeros, not measurements", ("frame",)),
+    ArraySpec("landmark_score", "float32", ("T",), "the mesh network's face-presence score in [0, 1] on the "
+              "frame's window (kept where face_found is false; 0 where no tracked face was in the window)",
+              ("frame",)),
     ArraySpec("boxes", "float32", ("T", 4), "the crop window in source pixels: x0, y0, x1, y1 (may reach outside "
               "the frame, which is padded black); the whole image for frame-folder sources that are only resized",
               ("frame", "corner")),

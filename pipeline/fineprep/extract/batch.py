@@ -112,7 +112,7 @@ def warm_up(model_path: str, parser: str, out: str, parser_weights: str | None =
     models = get_models(model_path)
     blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((224, 224, 3), np.uint8))
     with quiet_native_logs():
-        models.still.detect(blank)          # first inference sets up the CPU kernels
+        models.mesh.mesh(np.zeros((256, 256, 3), np.uint8))  # first inference sets up the CPU kernels
         models.detector.detect(blank)
     get_parser(parser, parser_weights)
     from .parsing import mesh_regions

@@ -5,17 +5,20 @@ the clip is cut into shots (shots.CutWatcher, fed every decoded frame), detectio
 shot and one track per shot is chosen (tracks: `primary`, `largest` or `center`); its boxes, filled and
 smoothed inside that track and shot only, give square crops with a margin. Frame-folder sources
 (DFEW clip_224x224, FERV39k 2_ClipsforFaceCrop) are already aligned face crops, so they are only
-resized; the landmarker still runs on every frame.
+resized; their whole image is the face's window.
 
-Nothing is copied between frames: a kept frame whose face the landmarker misses is tried again on a
-wider and on a tighter window; if both miss too, its landmarks, blendshapes and parsing stay zeros and
-`face_found` is false.
+The mesh and blendshape networks run on each window (mesh.MeshTracker, no second detector inside
+it) and give a face-presence score, stored per frame as `landmark_score`. A frame's face is found
+where a tracked face is in the window and its score reaches `min_landmark_score`; a tracked frame
+under it is tried again on a wider and on a tighter window. Nothing is copied between frames: where
+the face is not found, landmarks, blendshapes and parsing stay zeros and `face_found` is false.
 
 Every clip whose frames decode is stored, because the official protocols score every listed clip: one
-whose landmarker found the face in fewer than `min_found_ratio` of its kept frames is `few_faces`, in
-none `no_face`. A raw video in which the detector found no face at all stores its whole frames, letterboxed
-to a square (`frames_input = whole_frame`, boxes = the whole frame): pixels that were really there, not a
-guess at a face. Only clips that cannot be read stay without arrays.
+whose face was found in fewer than `min_found_ratio` of its kept frames is `few_faces`, in none
+`no_face`. A raw video in which the detector found no face at all stores its whole frames, letterboxed
+to a square (`frames_input = whole_frame`, boxes = the whole frame, no track, so nothing is measured
+on them): pixels that were really there, not a guess at a face. Only clips that cannot be read stay
+without arrays.
 """
 
 from __future__ import annotations
@@ -30,13 +33,16 @@ import numpy as np
 from fineschema import tables
 
 from ..entries import ClipEntry
-from . import detect, faces, media, shots, tracks
+from . import detect, faces, media, mesh, shots, tracks
 from .config import ExtractConfig
 from .parsing import FaceParser
 
-# Retry windows for a frame whose face the landmarker missed: wider (the face was cut), then tighter
+# Retry windows for a tracked frame whose mesh score is under the threshold: wider (the face was cut), then tighter
 # (the face was too small in the crop), as factors of the window side.
 RETRY_SCALES = (1.5, 1 / 1.4)
+# A window re-centred on the first mesh: its side over the mesh's extent (the tracker's window is 1.6x a
+# BlazeFace box, which is about 0.85x the mesh's forehead-to-chin extent).
+RECENTRE_SIDE = 1.4
 
 
 @dataclass
@@ -76,7 +82,7 @@ def source_of(root: Path, entry: ClipEntry) -> Path:
 
 
 def extract_clip(entry: ClipEntry, root: Path, config: ExtractConfig, models: faces.FaceModels,
-                 tracker: faces.Tracker, parser: FaceParser, timer: StageTimer | None = None) -> ClipResult:
+                 tracker: mesh.MeshTracker, parser: FaceParser, timer: StageTimer | None = None) -> ClipResult:
     """Run one clip; any failure comes back as a result with a status and a one-line reason."""
     timer = timer or StageTimer()
     try:
@@ -92,7 +98,7 @@ def extract_clip(entry: ClipEntry, root: Path, config: ExtractConfig, models: fa
 
 
 def _extract(entry: ClipEntry, root: Path, config: ExtractConfig, models: faces.FaceModels,
-             tracker: faces.Tracker, parser: FaceParser, timer: StageTimer) -> ClipResult:
+             tracker: mesh.MeshTracker, parser: FaceParser, timer: StageTimer) -> ClipResult:
     t0 = time.perf_counter()
     sampled, cuts = _decode(entry, root, config)
     t0 = timer.add("decode", t0)
@@ -110,30 +116,33 @@ def _extract(entry: ClipEntry, root: Path, config: ExtractConfig, models: faces.
                           for i, f in enumerate(sampled.frames)])
         boxes = win.boxes()
     t0 = timer.add("crop", t0)
-    marks, shapes, found = _landmarks(sampled.frames, crops, boxes, win, config.size, models, tracker,
-                                      retry=shown != tables.INPUT_WHOLE_FRAME)
+    tracked = np.ones(t, bool) if entry.media == "frames" and not config.crop_frame_sources \
+        else np.isfinite(win.track_score)
+    got, found = _landmarks(sampled.frames, crops, boxes, win, tracked, config, tracker)
+    marks, shapes = got.landmarks, got.blendshapes
     t0 = timer.add("landmarks", t0)
     parsing = parser.parse(crops, marks) if found.any() else np.zeros(crops.shape[:3], np.uint8)
     parsing[~found] = 0  # nothing measured there
     timer.add("parsing", t0)
     arrays = {"frames": crops, "parsing": parsing, "landmarks": marks, "blendshapes": shapes, "face_found": found,
-              "boxes": boxes.astype(np.float32), "shot": shot.astype(np.int16),
+              "landmark_score": got.score, "boxes": boxes.astype(np.float32), "shot": shot.astype(np.int16),
               "track_score": win.track_score.astype(np.float32)}
-    status, error = _face_status(found, shown, config.min_found_ratio)
+    status, error = _face_status(found, shown, config)
     return ClipResult(entry, status, error, sampled.indices, sampled.num_source_frames, sampled.fps, arrays,
                       source_width=w, source_height=h, frames_input=shown)
 
 
-def _face_status(found: np.ndarray, shown: str, min_ratio: float) -> tuple[str, str | None]:
+def _face_status(found: np.ndarray, shown: str, config: ExtractConfig) -> tuple[str, str | None]:
     """ok, few_faces or no_face from the kept frames whose face was measured, with the reason."""
     t, n = len(found), int(found.sum())
-    if shown == tables.INPUT_WHOLE_FRAME and not n:
+    if shown == tables.INPUT_WHOLE_FRAME:
         return tables.STATUS_NO_FACE, f"no face detected in any of {t} sampled frames: whole frames stored"
     if not n:
-        return tables.STATUS_NO_FACE, f"the landmarker found no face in any of {t} frames"
-    if n / t < min_ratio:
-        return tables.STATUS_FEW_FACES, (f"the landmarker found the face in {n} of {t} kept frames, below the "
-                                         f"min found ratio {min_ratio:g}")
+        return tables.STATUS_NO_FACE, (f"no face with a mesh score of {config.min_landmark_score:g} or more in any "
+                                       f"of {t} frames")
+    if n / t < config.min_found_ratio:
+        return tables.STATUS_FEW_FACES, (f"the face was found in {n} of {t} kept frames, below the min found ratio "
+                                         f"{config.min_found_ratio:g}")
     return tables.STATUS_OK, None
 
 
@@ -166,31 +175,54 @@ def _track(entry: ClipEntry, sampled: media.Sampled, cuts: shots.CutWatcher | No
     what they show (the face, or the whole frame where no face was detected in any kept frame)."""
     t0 = time.perf_counter()
     h, w = sampled.frames[0].shape[:2]
-    found_boxes = detect.TiledDetector(models.detector, config.min_face).detect_all(sampled.frames)
+    second = models.second if config.second_detector else None
+    found_boxes = detect.TiledDetector(models.detector, config.min_face, second).detect_all(sampled.frames)
     t0 = timer.add("detect", t0)
     shot = shots.shot_index(sampled.frames, config.cut_change) if cuts is None else cuts.shots(sampled.indices)
     if not any(len(b) for b in found_boxes):
         timer.add("track", t0)
         return shot, _whole(len(sampled.frames), w, h), tables.INPUT_WHOLE_FRAME
-    chosen = tracks.choose(tracks.link(found_boxes, shot), shot, w, h, config.face)
+    chosen = tracks.choose(tracks.link(found_boxes, shot, np.asarray(sampled.indices)), shot, w, h, config.face)
     win = tracks.windows(chosen, shot, w, h, config.margin, config.smooth_sigma)
     timer.add("track", t0)
     return shot, win, tables.INPUT_FACE_CROP
 
 
-def _landmarks(frames: list[np.ndarray], crops: np.ndarray, boxes: np.ndarray, win: tracks.Windows, size: int,
-               models: faces.FaceModels, tracker: faces.Tracker,
-               retry: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Landmarks and blendshapes per crop; with `retry`, a missed frame is tried again on a wider, then a
-    tighter window (its crop and box updated in place when one finds the face)."""
-    marks, shapes, found = tracker.run(crops)
-    for i in np.flatnonzero(~found) if retry else ():
-        for k in RETRY_SCALES:
-            crop = faces.crop_square(frames[i], win.cx[i], win.cy[i], win.side[i] * k, size)
-            got = faces.landmarks_of(models.still, crop)
-            if got is not None:
-                crops[i], (marks[i], shapes[i]), found[i] = crop, got, True
-                boxes[i] = tracks.Windows(win.cx[i:i + 1], win.cy[i:i + 1], win.side[i:i + 1] * k,
-                                          win.track_score[i:i + 1]).boxes()[0]
+def _landmarks(frames: list[np.ndarray], crops: np.ndarray, boxes: np.ndarray, win: tracks.Windows,
+               tracked: np.ndarray, config: ExtractConfig, tracker: mesh.MeshTracker
+               ) -> tuple[mesh.Measured, np.ndarray]:
+    """The mesh on every tracked window, and which frames count as found. A tracked frame under the
+    score threshold is retried on a wider, then a tighter window (its crop and box updated in place
+    when one passes); the mesh of a frame not found is zeroed, its score kept."""
+    got = mesh.Measured.zeros(len(frames))
+    idx = np.flatnonzero(tracked)
+    if len(idx):
+        part = tracker.run([frames[i] for i in idx], boxes[idx])
+        got.landmarks[idx], got.blendshapes[idx], got.score[idx] = part.landmarks, part.blendshapes, part.score
+    found = tracked & (got.score >= config.min_landmark_score)
+    for i in np.flatnonzero(tracked & ~found):
+        for box in _retry_boxes(win, i, boxes[i], got.landmarks[i]):
+            marks, shapes, score = mesh.measure_box(tracker.net, frames[i], box)
+            if score >= config.min_landmark_score:
+                side = box[2] - box[0]
+                crops[i] = faces.crop_square(frames[i], (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, side, config.size)
+                boxes[i], found[i] = box, True
+                got.landmarks[i], got.blendshapes[i], got.score[i] = marks, shapes, score
                 break
-    return marks, shapes, found
+    got.landmarks[~found], got.blendshapes[~found] = 0.0, 0.0
+    return got, found
+
+
+def _retry_boxes(win: tracks.Windows, i: int, box: np.ndarray, marks: np.ndarray) -> list[np.ndarray]:
+    """Windows to try again for frame i: centred on where the first mesh put the face (the smoothed
+    window lags behind a fast-moving face), then the tracker's window wider and tighter."""
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    xs, ys = x0 + marks[:, 0] * (x1 - x0), y0 + marks[:, 1] * (y1 - y0)
+    side = RECENTRE_SIDE * max(xs.max() - xs.min(), ys.max() - ys.min())
+    cx, cy = (xs.max() + xs.min()) / 2, (ys.max() + ys.min()) / 2
+    out = [np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)] \
+        if 0.5 * (x1 - x0) < side < 2 * (x1 - x0) else []
+    for k in RETRY_SCALES:
+        out.append(tracks.Windows(win.cx[i:i + 1], win.cy[i:i + 1], win.side[i:i + 1] * k,
+                                  win.track_score[i:i + 1]).boxes()[0])
+    return out

@@ -35,6 +35,8 @@ class ExtractConfig:
     min_face: float = 40.0             # smallest face (px high) the tiled detector looks for
     cut_change: float = shots.CUT_CHANGE  # picture change between neighbouring frames that starts a shot
     min_found_ratio: float = 0.25      # below this share of found frames a clip is few_faces, not ok
+    min_landmark_score: float = 0.5    # the mesh's face-presence score at which a tracked face is found
+    second_detector: bool = True       # CenterFace on frames where BlazeFace found only weak faces or none
     batch_size: int = 16               # clips per Dask task and per done marker
     # How the job runs (not recorded: they change which clips are refused or how fast, not what is stored).
     max_pixels: int = media.DEFAULT_MAX_PIXELS  # larger frames are refused before decoding
@@ -49,7 +51,8 @@ class ExtractConfig:
     landmarker: Path | None = None     # face_landmarker.task (None: $FINEPREP_LANDMARKER, then the default)
 
     RECORDED = ("frames", "size", "margin", "smooth_sigma", "parser", "parser_weights", "landmark_mode",
-                "crop_frame_sources", "face", "min_face", "cut_change", "min_found_ratio")
+                "crop_frame_sources", "face", "min_face", "cut_change", "min_found_ratio", "min_landmark_score",
+                "second_detector")
 
     def __post_init__(self) -> None:
         """Plain strings (from Python callers) become the enums, so a bad choice fails here, by name."""

@@ -12,6 +12,10 @@ The descent stops at the first level where the largest face found so far (score 
 linearly (a close-up costs one detector call; a wide frame of small faces tens). Detections from
 all levels are merged: a box cut by an inner tile edge is dropped (an overlapping tile holds that
 face whole) and of two boxes that mostly cover each other the higher-scoring one is kept.
+
+Where the pyramid found no face of MIN_SCORE or more, a second detector (centerface.CenterFace, which
+sees small, down-looking, profile and blurred faces) is asked about the whole frame, and its boxes
+replace the weak ones.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ MIN_SCORE = 0.7       # kept detections (measured on composites: faces 0.76 and 
                       # non-faces 0.50-0.66); a frame with only weaker ones keeps its best (rendered synth
                       # faces filling the frame score 0.61-0.66)
 SAME_FACE = 0.5        # intersection over the smaller box above which two boxes are one face
+SECOND_BELOW = 0.7     # the second detector is asked where no face scores this much
 
 
 def tile_sides(width: int, height: int, min_face: float) -> list[int]:
@@ -80,9 +85,10 @@ def merge(boxes: np.ndarray) -> np.ndarray:
 class TiledDetector:
     """Runs a mediapipe FaceDetector (IMAGE mode) over the tile pyramid of each frame."""
 
-    def __init__(self, detector, min_face: float = 40.0):
+    def __init__(self, detector, min_face: float = 40.0, second=None):
         self.detector = detector
         self.min_face = float(min_face)
+        self.second = second  # asked where the pyramid found only weak faces (or none); None: never
         self.calls = 0  # detector invocations, for the benchmark
 
     def _run(self, image: np.ndarray) -> list[tuple[float, float, float, float, float]]:
@@ -116,6 +122,10 @@ class TiledDetector:
                         if not cut:
                             found.append((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0, s))
         boxes = np.asarray(found, dtype=np.float32).reshape(-1, 5)
+        if self.second is not None and not (boxes[:, 4] >= SECOND_BELOW).any():
+            more = self.second.detect(frame)
+            if len(more):  # its faces replace the pyramid's weak ones (non-faces score 0.50-0.66 there)
+                return merge(more)
         strong = boxes[boxes[:, 4] >= MIN_SCORE]
         if len(strong) == 0 and len(boxes):  # only weak ones: the best, as the whole-frame pass alone did
             strong = boxes[np.argmax(boxes[:, 4])][None]

@@ -36,9 +36,10 @@ def plan_digest(clip_ids: list[str]) -> str:
 
 def store_attrs(*, dataset: str, source: str, label_set: str, landmark_sha256: str, settings: dict,
                 num_clips: int, plan_sha256: str, parser: dict | None = None,
-                detector_sha256: str | None = None) -> dict:
+                detector_sha256: str | None = None, detectors: list[dict] | None = None) -> dict:
     """`parser` is {name, weights_sha256} of the parser that makes the maps (default: the mesh parser);
-    the weights' path stays out (it is where they lie on this machine, not what they are)."""
+    the weights' path stays out (it is where they lie on this machine, not what they are); `detectors` is
+[{name, sha256}] of every face detector the job may run, in the order it asks them."""
     parser = parser or {"name": "mesh", "weights_sha256": None}
     settings = {k: v for k, v in settings.items() if k != "parser_weights"}
     attrs = {
@@ -50,6 +51,7 @@ def store_attrs(*, dataset: str, source: str, label_set: str, landmark_sha256: s
         "parser": {"name": parser["name"], "weights_sha256": parser.get("weights_sha256")},
         "landmark_model_sha256": landmark_sha256,
         "detector_model_sha256": detector_sha256,  # the face detector run over tiles (a member of the bundle)
+        "detectors": detectors or [],
         "label_set": label_set,
         "source": source,
         "settings": {**settings, "num_clips": num_clips, "plan_sha256": plan_sha256},

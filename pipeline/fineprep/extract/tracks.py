@@ -2,7 +2,8 @@
 
 Detections (detect.TiledDetector) are linked frame to frame inside one shot: a detection continues a
 track when its centre lies within GATE box sides of the track's last box (a little more per missed
-frame) and its size is within SIZE_RATIO of it; among such pairs the cheapest assignment wins
+kept frame, and per source frame between the two: a face moves further between kept frames far apart
+in time) and its size is within SIZE_RATIO of it; among such pairs the cheapest assignment wins
 (cost = centre distance in box sides + |log size ratio|). A track never crosses a shot cut.
 
 Per shot one track is chosen. With `primary` (the face a DFER label is about) its score is
@@ -24,8 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-GATE = 0.8          # centre distance (in box sides) for consecutive frames
+GATE = 0.8          # centre distance (in box sides) for consecutive kept frames
 GATE_PER_GAP = 0.3  # added per missed kept frame
+GATE_PER_FRAME = 0.04  # added per source frame between the two beyond the first (kept frames 15 source
+                       # frames apart: a juggler's face moved 1.2-1.3 sides; 2-3 apart in the synth set)
+MAX_GATE = 2.0
 SIZE_RATIO = 1.6    # the larger side over the smaller
 MAX_GAP = 4         # kept frames a track may miss and still continue
 RULES = ("primary", "largest", "center")
@@ -45,21 +49,26 @@ def _centre_side(b: np.ndarray) -> tuple[float, float, float]:
     return (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, max(b[2] - b[0], b[3] - b[1])
 
 
-def link_cost(a: np.ndarray, b: np.ndarray, gap: int) -> float:
-    """Cost of `b` continuing a track whose last box is `a`, `gap` kept frames later; inf when too far."""
+def link_cost(a: np.ndarray, b: np.ndarray, gap: int, frames_apart: int | None = None) -> float:
+    """Cost of `b` continuing a track whose last box is `a`, `gap` kept frames (`frames_apart` source
+    frames, default `gap`) later; inf when too far."""
     ax, ay, aside = _centre_side(a)
     bx, by, bside = _centre_side(b)
     if aside <= 0 or bside <= 0:
         return np.inf
     ratio = max(aside, bside) / min(aside, bside)
     dist = np.hypot(ax - bx, ay - by) / ((aside + bside) / 2)
-    if ratio > SIZE_RATIO or dist > GATE + GATE_PER_GAP * (gap - 1):
+    apart = gap if frames_apart is None else frames_apart
+    gate = min(GATE + GATE_PER_GAP * (gap - 1) + GATE_PER_FRAME * max(apart - 1, 0), MAX_GATE)
+    if ratio > SIZE_RATIO or dist > gate:
         return np.inf
     return float(dist + np.log(ratio))
 
 
-def link(detections: list[np.ndarray], shot: np.ndarray) -> list[Track]:
-    """Tracks from per-frame (K, 5) detections; `shot` (T,) is each frame's shot."""
+def link(detections: list[np.ndarray], shot: np.ndarray, source_index: np.ndarray | None = None) -> list[Track]:
+    """Tracks from per-frame (K, 5) detections; `shot` (T,) is each frame's shot, `source_index` (T,)
+    each kept frame's index in the source (the gate widens with the time between two kept frames)."""
+    pos = np.arange(len(detections)) if source_index is None else np.asarray(source_index)
     from scipy.optimize import linear_sum_assignment
 
     tracks: list[Track] = []
@@ -67,7 +76,8 @@ def link(detections: list[np.ndarray], shot: np.ndarray) -> list[Track]:
         open_ = [tr for tr in tracks if tr.shot == shot[t] and t - tr.frames[-1] <= MAX_GAP + 1]
         taken: set[int] = set()
         if open_ and len(dets):
-            cost = np.array([[link_cost(tr.last(), d, t - tr.frames[-1]) for d in dets] for tr in open_])
+            cost = np.array([[link_cost(tr.last(), d, t - tr.frames[-1], int(pos[t] - pos[tr.frames[-1]]))
+                              for d in dets] for tr in open_])
             rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e9))
             for r, c in zip(rows, cols, strict=True):
                 if np.isfinite(cost[r, c]):
