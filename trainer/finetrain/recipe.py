@@ -39,6 +39,7 @@ from .config import Config, ConfigError
 from .data import ShardedBatchSampler, StoreDataset, StoreInfo
 from .metrics import score
 from .predictions import Predictions, write_predictions
+from .resume_check import check_resume, record_changes
 from .rundir import (
     BEST,
     CHECKPOINTS,
@@ -53,6 +54,7 @@ from .rundir import (
 from .runinfo import store_run_info, write_run_info
 from .runtime import autocast, barrier, init_distributed, seeded_model, to_device
 from .split import Split, fold_split
+from .state_schema import checked_state
 
 __all__ = ["BEST", "CONFIG_FILE", "LAST", "METRICS_CSV", "METRICS_JSONL", "STEPS_JSONL", "TEST_JSON",
            "BestOnValidation", "LastEpoch", "Objective", "Prepared", "Recipe", "Supervised", "evaluate",
@@ -453,6 +455,7 @@ class Recipe:
         self._check_run_folder()
         self.prep = self.objective.prepare(self.cfg, self.store)
         self.cfg, self.info = self.prep.cfg, self.prep.info
+        changes = check_resume(self.rundir, self.cfg, self.info) if self.resume else {}
         for note in self.prep.notes:
             self.console.print(f"[yellow]note:[/] {note}")
         self.model, self.device, self.trainable, self.total = seeded_model(self.cfg, self.info)
@@ -461,6 +464,7 @@ class Recipe:
             self.rundir.root.mkdir(parents=True, exist_ok=True)
             self.cfg.dump(self.rundir.config)
             write_run_info(self.rundir.root, **self.objective.run_info(self.prep), **store_run_info(self.info))
+            record_changes(self.rundir, changes)
         self._setup_training(rank)
 
     def _setup_training(self, rank: int) -> None:
@@ -491,6 +495,8 @@ class Recipe:
                            find_unused_parameters=self.objective.find_unused(cfg))
 
     def _restore(self) -> None:
+        saved = checked_state(ckpt.read_state(self.rundir.last), self.rundir.last / ckpt.STATE_FILE,
+                              self.cfg.optim.epochs, self.batches, self.steps_per_epoch * self.cfg.optim.epochs)
         saved = ckpt.load(self.rundir.last, self.model, self.optimizer)
         self.state = LoopState.from_checkpoint(saved)
         restore_schedule(self.schedule, saved.get("scheduler"), self.state.step)
