@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from fineschema import tables
+from fineschema.nolinks import refuse_links_under
 
 from . import checkpoint as ckpt
 from .batchpool import PooledDataLoader, image_shapes
@@ -430,7 +431,8 @@ class Recipe:
 
     # --- setup -----------------------------------------------------------------------------------
     def _check_run_folder(self) -> None:
-        """Refuse to overwrite a run, or to resume one that is not there."""
+        """Refuse to overwrite a run, or to resume one that is not there, or a folder holding links."""
+        refuse_links_under(self.rundir.root)  # nothing the run writes goes through a planted link
         for name in (LAST, BEST):  # a kill inside checkpoint.save leaves the previous checkpoint to restore
             ckpt.recover(self.rundir.checkpoint(name))
         out, has_last = self.rundir.root, self.rundir.last.exists()

@@ -19,7 +19,7 @@ class StateError(FinetrainError, ValueError):
 
 
 def _int(saved: dict, key: str, low: int, high: int, where: str, optional: bool = False) -> int | None:
-    value = saved.get(key)
+    value = saved.get(key, None if optional else 0)  # absent: the loop's default (older checkpoints)
     if value is None and optional:
         return None
     if type(value) is not int:  # bool is an int subclass and is refused too
