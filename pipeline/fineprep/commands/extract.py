@@ -7,6 +7,7 @@ passes it down.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Annotated
 
@@ -77,6 +78,7 @@ def run(dataset: Dataset, root: Path, out: Path, config) -> None:
     from rich.console import Console
 
     from fineschema.errors import SchemaError
+    from fineschema.oserrors import ADVICE, REASONS, machine_error_line
 
     from ..errors import FineprepError
     from ..extract.app import extract_dataset
@@ -90,6 +92,17 @@ def run(dataset: Dataset, root: Path, out: Path, config) -> None:
     except (FineprepError, SchemaError) as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)  # one line, any width
         raise typer.Exit(2) from None
+    except Exception as exc:  # the machine's (disk full, read-only, permissions): one line; anything else raises
+        if (line := machine_error_line(exc, f"extract into {out}")) is None:
+            raise
+        console.print(f"[red]error:[/red] {line}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    for number, count in sorted(outcome.machine_failures.items()):
+        console.print(f"[red]error:[/red] {count} clips failed: {REASONS[number]} ({errno.errorcode[number]}); "
+                      f"{ADVICE[number]} and run the same command again: it extracts them (the rest is kept)",
+                      soft_wrap=True, highlight=False)
+    if outcome.machine_failures:
+        raise typer.Exit(1)
     if outcome.ok == 0:
         raise typer.Exit(1)
     if config.strict and outcome.ok < outcome.manifest_rows:
