@@ -98,7 +98,7 @@ def run(dataset: Dataset, root: Path, out: Path, config) -> None:
         console.print(f"[red]error:[/red] {line}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
     for number, count in sorted(outcome.machine_failures.items()):
-        console.print(f"[red]error:[/red] {count} clips failed: {REASONS[number]} ({errno.errorcode[number]}); "
+        console.print(f"[red]error:[/red] {count} clip{'s' * (count != 1)} failed: {REASONS[number]} ({errno.errorcode[number]}); "
                       f"{ADVICE[number]} and run the same command again: it extracts them (the rest is kept)",
                       soft_wrap=True, highlight=False)
     if outcome.machine_failures:
