@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from . import layout, tables
 from .errors import SchemaError
 from .labels import LABEL_SETS
+from .limits import LimitError, check_frames, check_size
 from .version import SCHEMA_VERSION
 
 
@@ -80,6 +81,12 @@ def _check_arrays(root: Path, problems: list[str]) -> int | None:
         if problem:
             problems.append(f"{layout.ARRAYS_DIR}: {problem}")
     frames, size = attrs.get("frames"), attrs.get("size")
+    try:  # bounded before any reader sizes an allocation by them
+        frames = None if frames is None else check_frames(frames, f"{layout.ARRAYS_DIR} attribute")
+        size = None if size is None else check_size(size, f"{layout.ARRAYS_DIR} attribute")
+    except LimitError as exc:
+        problems.append(str(exc))
+        frames = size = None
     n = None
     for spec in layout.ARRAYS:
         if spec.name not in group:

