@@ -13,7 +13,7 @@ import math
 from .errors import SchemaError
 
 MAX_FRAMES = 512      # the paper uses 16; 512 crops of 224 px are 77 MB per clip
-MIN_SIZE, MAX_SIZE = 16, 1024
+MIN_SIZE, MAX_SIZE = 1, 1024   # extract itself crops at 16 px or more
 MAX_MARGIN = 10.0
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from fineschema.limits import MAX_FRAMES, MAX_MARGIN, MAX_SIZE, MIN_SIZE
+from fineschema.limits import MAX_FRAMES, MAX_MARGIN, MAX_SIZE
 
 from ..choices import Dataset, FaceChoice, LandmarkMode, ParserKind, Source
 
@@ -29,7 +29,7 @@ def extract(
     root: Annotated[Path, Opt(help="The dataset's root folder, in its official layout.")],
     out: Annotated[Path, Opt(help="The store to write (created, or resumed when it exists).")],
     frames: Annotated[int, Opt(min=1, max=MAX_FRAMES, help="Frames kept per clip (segment centres).")] = 16,
-    size: Annotated[int, Opt(min=MIN_SIZE, max=MAX_SIZE, help="Side of the square face crops, in pixels.")] = 224,
+    size: Annotated[int, Opt(min=16, max=MAX_SIZE, help="Side of the square face crops, in pixels.")] = 224,
     source: Annotated[Source, Opt(help="Which copy of the clips: DFEW clip_224x224 (default), clip_224x224_16f "
                                   "or original; FERV39k 2_ClipsforFaceCrop (default) or 0_7_LabelClips; MAFW "
                                   "clips; folder all (default), videos or frames.")] = None,
