@@ -150,3 +150,24 @@ def test_extract_onto_a_full_disk_says_so_and_a_rerun_with_space_finishes(small_
 
     assert validate_store(out) == []
     assert read_manifest(out).column("status").to_pylist().count("ok") == 4
+
+
+@pytest.mark.slow  # trains the tiny model once, then eval, report and --resume on it
+def test_a_read_only_run_folder_is_one_line_for_eval_report_and_resume(small_disk, tmp_path):
+    import shutil
+
+    from finetrain.config import load_config
+    from finetrain.recipe import train
+
+    store = write_toy_store(tmp_path / "toy", clips_per_class=2)
+    made = tmp_path / "made"
+    train(load_config("tiny", ["optim.epochs=1", "optim.batch_size=4", "run.threads=1", "run.max_steps=1"]), store,
+          made, progress=False)
+    disk = small_disk(16 * 1024 * 1024)
+    run = Path(shutil.copytree(made, disk / "run"))
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    for args in (["eval", "--run", str(run), "--store", str(store)], ["report", "--run", str(run)],
+                 ["run", "--store", str(store), "--out", str(run), "--resume", "--quiet"]):
+        r = runner.invoke(finetrain_app, args)
+        assert r.exit_code == 2, (args, r.output)
+        _one_line(r.output, "the file system is read-only (EROFS)")
