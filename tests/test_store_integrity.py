@@ -433,7 +433,6 @@ def _wait_until_orphaned(shm: Path, names: set[str], timeout: float = 60.0) -> N
 def test_two_extracts_one_store_and_a_killed_run_leaves_nothing_behind(faces_root, tmp_path):
     out = tmp_path / "s"
     shm = Path("/dev/shm")
-    before = {p.name for p in shm.glob("sem.mp-*")}
     first = _start(_extract_cmd(faces_root, out, "--workers", "2"), start_new_session=True)
     _wait_for(lambda: (out / storelock.LOCK_FILE).exists()
               and f'"pid": {first.pid}' in (out / storelock.LOCK_FILE).read_text(), first)
