@@ -62,11 +62,14 @@ def test_a_linked_lock_file_is_refused_and_the_victim_kept(tmp_path, victim, nam
 @pytest.mark.parametrize("where", [layout.MANIFEST_FILE, f"{layout.PARTS_DIR}/part-00000.parquet",
                                    f"{layout.DESCRIPTIONS_DIR}/part-000.parquet", layout.ARRAYS_DIR,
                                    f"{layout.ARRAYS_DIR}/frames/c/0/0/0/0/0"])
-def test_a_link_anywhere_in_a_store_is_refused_by_both_writers(tmp_path, victim, where):
+def test_a_link_in_a_store_is_refused_by_its_writers(tmp_path, victim, where):
     store = tmp_path / "store"
     (store / where).parent.mkdir(parents=True, exist_ok=True)
     (store / where).symlink_to(victim)
-    for lock in (lambda: storelock.writer_lock(store), lambda: storelock.shard_lock(store, (0, 2))):
+    writers = [lambda: storelock.writer_lock(store)]
+    if where.count("/") < 2:  # describe writes no chunk: it checks arrays.zarr itself but does not walk it
+        writers.append(lambda: storelock.shard_lock(store, (0, 2)))
+    for lock in writers:
         with pytest.raises(storelock.LinkedStore, match=Path(where).name), lock():
             pass
     assert victim.read_text() == PRECIOUS

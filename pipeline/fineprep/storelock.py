@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fineschema.layout import ARRAYS_DIR
 from fineschema.nolinks import LinkError, open_nofollow, refuse_links_under
 
 from .errors import FineprepError
@@ -106,10 +107,10 @@ def _busy(store: Path) -> StoreLocked:
                        "(one writer at a time)")
 
 
-def _no_links(store: Path) -> None:
-    """Refuse a store with a link anywhere inside it before this writer writes anything there."""
+def _no_links(store: Path, skip: tuple[str, ...] = ()) -> None:
+    """Refuse a store with a link anywhere inside it (outside `skip`) before this writer writes there."""
     try:
-        refuse_links_under(store)
+        refuse_links_under(store, skip)
     except LinkError as exc:
         raise LinkedStore(str(exc)) from None
 
@@ -145,7 +146,7 @@ def shard_lock(store: str | Path, shard: tuple[int, int], command: str | None = 
         fds.append(_open(mine))
         if not _try_lock(fds[1], fcntl.LOCK_EX):
             raise StoreLocked(f"shard {i}/{n} of store {store} is already being described by {holder(mine)}")
-        _no_links(store)
+        _no_links(store, skip=(ARRAYS_DIR,))  # describe writes no chunk: arrays.zarr itself is checked, not walked
         _record(fds[1], command or _command())
         for other in _shard_files(store):
             count = other.name.rsplit("of", 1)[-1]

@@ -54,11 +54,12 @@ def open_nofollow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int
         raise
 
 
-def refuse_links_under(root: str | os.PathLike) -> None:
+def refuse_links_under(root: str | os.PathLike, skip: tuple[str, ...] = ()) -> None:
     """Refuse (`LinkError`) the first symlink found anywhere inside `root`; links are never followed.
 
-    `root` itself may be a link. A missing `root` holds nothing. One `scandir` pass: about 0.1 s per
-    50,000 entries."""
+    `root` itself may be a link. A missing `root` holds nothing. Folders named in `skip` (top-level
+    names the caller never writes into) are checked themselves but not walked. One `scandir` pass:
+    about 2.5 s for 48,000 chunk files three folders deep on a busy 2-core machine."""
     stack = [Path(root)]
     while stack:
         folder = stack.pop()
@@ -69,5 +70,5 @@ def refuse_links_under(root: str | os.PathLike) -> None:
         for entry in entries:
             if entry.is_symlink():
                 raise _refusal(Path(entry.path))
-            if entry.is_dir(follow_symlinks=False):
+            if entry.is_dir(follow_symlinks=False) and not (folder == Path(root) and entry.name in skip):
                 stack.append(Path(entry.path))
