@@ -125,3 +125,29 @@ def test_export_refuses_a_link_where_it_writes(tmp_path, victim, where):
     assert not target.is_dir() or not list(target.iterdir())
     with pytest.raises(LinkError):
         export_dfer_clip(open_store(store), out, frames=True)
+
+
+@pytest.mark.slow  # a fineprep extract subprocess
+def test_extract_overwrite_with_a_linked_arrays_zarr_is_refused_and_the_target_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from extract_data import write_video
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_video(data / "clip0.mp4", 10, size=128)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep.txt").write_text(PRECIOUS)
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / layout.ARRAYS_DIR).symlink_to(target)
+    r = subprocess.run([str(Path(sys.executable).parent / "fineprep"), "extract", "--dataset", "folder", "--root",
+                        str(data), "--out", str(store), "--frames", "4", "--size", "48", "--workers", "1",
+                        "--overwrite"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in r.stderr and any("symbolic link" in ln for ln in lines), r.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"] and (target / "keep.txt").read_text() == PRECIOUS
