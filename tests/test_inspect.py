@@ -241,5 +241,5 @@ def test_commands_on_a_store_written_by_extract(tmp_path):
 
     summary = export_dfer_clip(open_store(store), tmp_path / "ann", frames=True)
     assert summary["files"] == {"FOLDER_test.txt": 1} and summary["skipped"] == {"status corrupt": 1}
-    assert (tmp_path / "ann" / "FOLDER_test.txt").read_text() == "frames/me/clip_a 4 0"
-    assert len(list((tmp_path / "ann" / "frames" / "me" / "clip_a").glob("*.jpg"))) == 4
+    assert (tmp_path / "ann" / "FOLDER_test.txt").read_text() == "frames/me/clip%20a 4 0"
+    assert len(list((tmp_path / "ann" / "frames" / "me" / "clip%20a").glob("*.jpg"))) == 4

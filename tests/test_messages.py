@@ -102,7 +102,9 @@ def test_eval_and_predict_refuse_a_pickled_checkpoint_in_one_line(tmp_path, stor
 def test_resume_refuses_a_pickled_checkpoint_in_one_line(tmp_path, store):
     run = tmp_path / "run"
     run.mkdir()
-    load_config("tiny", ["optim.epochs=1"]).dump(run / "config.yaml")
+    # the config as a run on this store records it: no descriptions, so no description stream
+    load_config("tiny", ["optim.epochs=1", "model.streams=[frames,parsing,landmarks,blendshapes]"]).dump(
+        run / "config.yaml")
     folder = _pickled_checkpoint(run / "checkpoints" / "last")
     r = runner.invoke(finetrain_app, ["run", "--store", str(store), "--out", str(run), "--resume", "--quiet"])
     assert r.exit_code == 2

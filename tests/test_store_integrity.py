@@ -295,8 +295,11 @@ def test_temporary_files_of_unfinished_writes_are_removed(tmp_path):
 
 SEMAPHORES = """
 import multiprocessing as mp, sys
+from fineprep.extract import semaphores
 ctx = mp.get_context("spawn")
 locks = [ctx.Lock() for _ in range(3)]                  # named semaphores, like Dask's nanny queues
+if sys.argv[1:] == ["record"]:
+    semaphores.record_own_semaphores()                  # what an extract run does once its cluster is up
 print("\\n".join(l._semlock.name.lstrip("/") for l in locks), flush=True)
 print("made", flush=True)
 import time; time.sleep(120)
@@ -313,23 +316,31 @@ def _sem_names(proc: subprocess.Popen) -> list[str]:
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir() or not Path("/proc/self/maps").exists(), reason="Linux only")
+def _sem_process(*args: str, new_session: bool = False) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SEMAPHORES, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=new_session)
+
+
 def test_semaphores_of_a_killed_process_group_are_removed_and_live_ones_kept():
-    live = subprocess.Popen([sys.executable, "-c", SEMAPHORES], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    dead = subprocess.Popen([sys.executable, "-c", SEMAPHORES], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    """Only what a fineprep run recorded, and only once that run is dead: a killed process that recorded
+    nothing (another program's) keeps its semaphores too."""
+    live = _sem_process("record")
+    dead, foreign = _sem_process("record", new_session=True), _sem_process(new_session=True)
+    shm = Path("/dev/shm")
     try:
-        live_names, dead_names = _sem_names(live), _sem_names(dead)
-        os.killpg(dead.pid, signal.SIGKILL)             # the process and its resource tracker
-        dead.wait(timeout=30)
+        live_names, dead_names, foreign_names = _sem_names(live), _sem_names(dead), _sem_names(foreign)
+        for proc in (dead, foreign):
+            os.killpg(proc.pid, signal.SIGKILL)         # the process and its resource tracker
+            proc.wait(timeout=30)
         time.sleep(0.5)
-        shm = Path("/dev/shm")
-        assert all((shm / n).exists() for n in dead_names + live_names)   # the leak is real
-        semaphores.remove_orphaned_semaphores(min_age_s=0)
+        assert all((shm / n).exists() for n in dead_names + live_names + foreign_names)   # the leak is real
+        assert semaphores.remove_orphaned_semaphores() >= len(dead_names)
         assert not any((shm / n).exists() for n in dead_names)
-        assert all((shm / n).exists() for n in live_names)
+        assert all((shm / n).exists() for n in live_names + foreign_names)
     finally:
         _kill(live)
+        for n in foreign_names:
+            (shm / n).unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------- the same, through real killed extracts
@@ -401,20 +412,18 @@ def test_a_store_killed_before_it_recorded_its_settings_resumes_without_overwrit
 
 def _wait_until_orphaned(shm: Path, names: set[str], timeout: float = 60.0) -> None:
     """Wait until the killed run's semaphores are ones the next run may remove: no process still maps
-    them (a worker outside the killed group can outlive it by a few seconds) and they are older than
-    the cleanup's minimum age (a semaphore younger than that may be a live run's, not yet mapped)."""
+    them (a worker outside the killed group can outlive it by a few seconds)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         in_use = semaphores._mapped(Path("/proc"))
-        busy = young = False
+        busy = False
         for name in names:
             try:
                 st = os.stat(shm / name)
             except FileNotFoundError:
                 continue
             busy |= (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in in_use
-            young |= time.time() - st.st_mtime < semaphores.MIN_AGE_S + 0.5
-        if not busy and not young:
+        if not busy:
             return
         time.sleep(0.5)
     raise AssertionError(f"semaphores of the killed run still mapped or young after {timeout:.0f} s")
@@ -424,7 +433,6 @@ def _wait_until_orphaned(shm: Path, names: set[str], timeout: float = 60.0) -> N
 def test_two_extracts_one_store_and_a_killed_run_leaves_nothing_behind(faces_root, tmp_path):
     out = tmp_path / "s"
     shm = Path("/dev/shm")
-    before = {p.name for p in shm.glob("sem.mp-*")}
     first = _start(_extract_cmd(faces_root, out, "--workers", "2"), start_new_session=True)
     _wait_for(lambda: (out / storelock.LOCK_FILE).exists()
               and f'"pid": {first.pid}' in (out / storelock.LOCK_FILE).read_text(), first)
@@ -435,9 +443,10 @@ def test_two_extracts_one_store_and_a_killed_run_leaves_nothing_behind(faces_roo
     assert len(lines) == 1 and f"pid {first.pid} on host" in lines[0], second.stderr
 
     _wait_for(lambda: len(store.done_batches(out)) >= 2, first)
+    records = [json.loads(p.read_text()) for p in shm.glob(semaphores.RECORD_GLOB)]
+    leaked = {n for r in records if r.get("pid") == first.pid for n in r["names"]}  # what the run recorded
     os.killpg(first.pid, signal.SIGKILL)                # the driver, its Dask workers and its resource tracker
     first.wait(timeout=30)
-    leaked = {p.name for p in shm.glob("sem.mp-*")} - before
     assert len(leaked) >= 7                             # one worker's queues and locks at least
     _wait_until_orphaned(shm, leaked)
     (out / layout.PARTS_DIR / ".batch-000005.parquet.999999.tmp").write_bytes(b"cut short")  # a write cut by the kill

@@ -23,6 +23,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fineschema.layout import ARRAYS_DIR
+from fineschema.nolinks import LinkError, open_nofollow, refuse_links_under
+
 from .errors import FineprepError
 
 LOCK_FILE = ".lock"
@@ -33,6 +36,10 @@ class StoreLocked(FineprepError, RuntimeError):
     """Another live process is writing the store; the message names it."""
 
 
+class LinkedStore(StoreLocked):
+    """A symbolic link inside the store where a writer would write (the lock file, a part, arrays.zarr)."""
+
+
 def _command() -> str:
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
     text = " ".join(argv)
@@ -40,8 +47,11 @@ def _command() -> str:
 
 
 def _open(path: Path) -> int:
+    """The lock file, never through a link (it is truncated and written: a link would carry that outside)."""
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except LinkError as exc:
+        raise LinkedStore(str(exc)) from None
     except OSError as exc:
         raise StoreLocked(f"cannot open the store's lock file {path}: {exc.strerror}") from None
 
@@ -81,8 +91,8 @@ def _shard_files(store: Path) -> list[Path]:
 def _held(path: Path) -> bool:
     """Whether some process holds `path` exclusively now (probed with a shared lock, released at once)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        fd = open_nofollow(path, os.O_RDONLY)
+    except (OSError, LinkError):
         return False
     try:
         return not _try_lock(fd, fcntl.LOCK_SH)
@@ -97,6 +107,14 @@ def _busy(store: Path) -> StoreLocked:
                        "(one writer at a time)")
 
 
+def _no_links(store: Path, skip: tuple[str, ...] = ()) -> None:
+    """Refuse a store with a link anywhere inside it (outside `skip`) before this writer writes there."""
+    try:
+        refuse_links_under(store, skip)
+    except LinkError as exc:
+        raise LinkedStore(str(exc)) from None
+
+
 @contextlib.contextmanager
 def writer_lock(store: str | Path, command: str | None = None) -> Iterator[None]:
     """Hold the store's lock exclusively (extract); raise StoreLocked when anyone else writes it."""
@@ -106,6 +124,7 @@ def writer_lock(store: str | Path, command: str | None = None) -> Iterator[None]
     try:
         if not _try_lock(fd, fcntl.LOCK_EX):
             raise _busy(store)
+        _no_links(store)
         _record(fd, command or _command())
         yield
     finally:
@@ -127,6 +146,7 @@ def shard_lock(store: str | Path, shard: tuple[int, int], command: str | None = 
         fds.append(_open(mine))
         if not _try_lock(fds[1], fcntl.LOCK_EX):
             raise StoreLocked(f"shard {i}/{n} of store {store} is already being described by {holder(mine)}")
+        _no_links(store, skip=(ARRAYS_DIR,))  # describe writes no chunk: arrays.zarr itself is checked, not walked
         _record(fds[1], command or _command())
         for other in _shard_files(store):
             count = other.name.rsplit("of", 1)[-1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from .errors import SchemaError
+from .limits import check_frames, check_margin, check_size
 
 
 class SettingsError(SchemaError, ValueError):
@@ -68,6 +69,9 @@ class ExtractSettings:
                 values[name] = float(values[name])
         except (TypeError, ValueError):
             raise SettingsError(f"{where}: extraction settings hold a value that is not a number") from None
+        check_frames(values["frames"], where)  # sizes every allocation: bounded before use (fineschema.limits)
+        check_size(values["size"], where)
+        check_margin(values["margin"], where)
         values["crop_frame_sources"] = bool(values["crop_frame_sources"])
         values["second_detector"] = bool(values["second_detector"])
         values["detectors"] = tuple({"name": str(d.get("name")), "sha256": d.get("sha256")}

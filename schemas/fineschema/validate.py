@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from . import layout, tables
 from .errors import SchemaError
 from .labels import LABEL_SETS
+from .limits import LimitError, check_frames, check_size
 from .version import SCHEMA_VERSION
 
 
@@ -80,6 +81,12 @@ def _check_arrays(root: Path, problems: list[str]) -> int | None:
         if problem:
             problems.append(f"{layout.ARRAYS_DIR}: {problem}")
     frames, size = attrs.get("frames"), attrs.get("size")
+    try:  # bounded before any reader sizes an allocation by them
+        frames = None if frames is None else check_frames(frames, f"{layout.ARRAYS_DIR} attribute")
+        size = None if size is None else check_size(size, f"{layout.ARRAYS_DIR} attribute")
+    except LimitError as exc:
+        problems.append(str(exc))
+        frames = size = None
     n = None
     for spec in layout.ARRAYS:
         if spec.name not in group:
@@ -144,8 +151,8 @@ def stored_clips(zroot: Path, name: str, array) -> set[int]:
     folder = os.path.join(str(zroot), *parts[:level])
     try:
         names = os.listdir(folder)
-    except OSError:
-        return set()
+    except (FileNotFoundError, NotADirectoryError):
+        return set()  # other OSErrors (permissions) propagate: unreadable is not missing
     found = set()
     for entry in names:
         middle = entry[len(before):len(entry) - len(after)] if entry.startswith(before) and entry.endswith(after) \
@@ -189,18 +196,39 @@ def _check_rows(root: Path, manifest: Path, n: int, deep: bool, problems: list[s
         if spec.name not in group:
             continue
         arr = group[spec.name]
-        if deep:   # every chunk file itself
-            path_of = chunk_files(zroot, spec.name, arr)
-            missing = [c for i, c in ok if not os.path.isfile(path_of(i))]
-        else:      # one listing per array
-            stored = stored_clips(zroot, spec.name, arr)
-            missing = [c for i, c in ok if i not in stored]
+        try:
+            missing = _missing_chunks(zroot, spec.name, arr, ok, deep)
+        except OSError as exc:  # the data may well be there: never advise --overwrite for it
+            problems.append(unreadable(f"{layout.ARRAYS_DIR}/{spec.name}", exc))
+            continue
         if missing:
             problems.append(f"{layout.ARRAYS_DIR}/{spec.name}: {len(missing)} stored clips have no stored chunk "
                             f"({_examples(missing)}); re-extract them (`fineprep extract --overwrite`)")
         if deep:
             gone = set(missing)
             _decode_all(zroot, spec, arr, [(i, c) for i, c in ok if c not in gone], problems)
+
+
+def unreadable(what: str, exc: OSError) -> str:
+    """The problem line for data that is there but cannot be read (not to be re-extracted)."""
+    where = os.fsdecode(exc.filename) if exc.filename else what
+    return (f"{what}: cannot be read ({exc.strerror or exc} at {where}); the data may be intact: fix the "
+            "permissions (or the disk) and validate again; do not re-extract with --overwrite")
+
+
+def _missing_chunks(zroot: Path, name: str, arr, ok: list[tuple[int, str]], deep: bool) -> list[str]:
+    """Ok clips without a chunk file; an OSError other than "not there" (permissions) propagates."""
+    if not deep:   # one listing per array
+        stored = stored_clips(zroot, name, arr)
+        return [c for i, c in ok if i not in stored]
+    path_of = chunk_files(zroot, name, arr)  # every chunk file itself
+    missing = []
+    for i, c in ok:
+        try:
+            os.stat(path_of(i))
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append(c)
+    return missing
 
 
 def _decode_all(zroot: Path, spec, arr, clips: list[tuple[int, str]], problems: list[str]) -> None:
@@ -212,8 +240,12 @@ def _decode_all(zroot: Path, spec, arr, clips: list[tuple[int, str]], problems: 
     itemsize = np.dtype(spec.dtype).itemsize
     bad: list[str] = []
     for i, clip in clips:
-        with open(chunk_file(zroot, spec.name, arr, i), "rb") as fh:
-            head = fh.read(16)
+        try:
+            with open(chunk_file(zroot, spec.name, arr, i), "rb") as fh:
+                head = fh.read(16)
+        except OSError as exc:
+            problems.append(unreadable(f"{layout.ARRAYS_DIR}/{spec.name}", exc))
+            return
         if len(head) == 16 and head[0] == 2:  # Blosc1 header: version 2, typesize, nbytes
             typesize, nbytes = head[3], int.from_bytes(head[4:8], "little")
             if typesize != itemsize or nbytes != want_bytes:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fineschema.nolinks import refuse_links_under
+
 from .errors import FinetrainError
 from .folds import build_table, collect, store_folds, to_markdown, write_table
+from .resume_check import check_own_store
 from .rundir import RunDir
 from .runinfo import is_main_process, store_run_info, write_run_info
 
@@ -79,6 +82,8 @@ def run_folds(cfg, store: str | Path, out: str | Path, folds: list[int] | str = 
     info = StoreInfo.for_config(store, cfg)
     wanted = wanted_folds(info, store, folds)
     main = is_main_process()
+    refuse_links_under(run.root)
+    check_own_store(run, info)
     if main:
         run.root.mkdir(parents=True, exist_ok=True)
         write_run_info(run.root, mode=mode, text=text, folds=wanted, **store_run_info(info))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fineschema.limits import check_frames
+
 from .errors import FinetrainError
 from .rundir import BEST, RunDir
 
@@ -63,8 +65,8 @@ def model_frames(folder: Path) -> int:
     from .checkpoint import MODEL_FILE, tensor_shapes
 
     for key, shape in tensor_shapes(Path(folder) / MODEL_FILE).items():
-        if key.startswith("heads.") and key.endswith(".pos"):
-            return int(shape[1]) - 1
+        if key.startswith("heads.") and key.endswith(".pos"):  # checked before any model is built with it
+            return check_frames(int(shape[1]) - 1, f"{Path(folder) / MODEL_FILE}: {key}")
     raise PredictError(f"{folder}: checkpoint holds no temporal head")
 
 
@@ -173,7 +175,7 @@ def extraction_settings(run: str | Path, which: str = BEST):
         raise PredictError(f"{folder}: the checkpoint records no extraction settings (its store recorded none, "
                            "or it predates them); train on a store written by `fineprep extract` to predict on videos")
     try:
-        return ExtractSettings.from_dict(saved, f"{folder} extraction settings")
+        return ExtractSettings.from_dict(saved, f"{folder} extraction settings")  # bounded: fineschema.limits
     except SettingsError as exc:
         raise PredictError(str(exc)) from None
 

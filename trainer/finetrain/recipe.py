@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from fineschema import tables
+from fineschema.nolinks import refuse_links_under
 
 from . import checkpoint as ckpt
 from .batchpool import PooledDataLoader, image_shapes
@@ -41,6 +42,7 @@ from .logger import flat, make_logger
 from .metrics import score
 from .predictions import Predictions, write_predictions
 from .protocol import check_strict, describe, fold_counts, is_partial, pct, score_line
+from .resume_check import check_resume, record_changes
 from .rundir import (
     BEST,
     CHECKPOINTS,
@@ -55,6 +57,7 @@ from .rundir import (
 from .runinfo import store_run_info, write_run_info
 from .runtime import autocast, barrier, init_distributed, seeded_model, to_device
 from .split import Split, fold_split
+from .state_schema import checked_state
 from .streams import RANDOM_WEIGHTS_LINE, StreamPlan, paper_row, plan_streams, weights_record
 
 __all__ = ["BEST", "CONFIG_FILE", "LAST", "METRICS_CSV", "METRICS_JSONL", "STEPS_JSONL", "TEST_JSON",
@@ -483,7 +486,8 @@ class Recipe:
 
     # --- setup -----------------------------------------------------------------------------------
     def _check_run_folder(self) -> None:
-        """Refuse to overwrite a run, or to resume one that is not there."""
+        """Refuse to overwrite a run, or to resume one that is not there, or a folder holding links."""
+        refuse_links_under(self.rundir.root)  # nothing the run writes goes through a planted link
         for name in (LAST, BEST):  # a kill inside checkpoint.save leaves the previous checkpoint to restore
             ckpt.recover(self.rundir.checkpoint(name))
         out, has_last = self.rundir.root, self.rundir.last.exists()
@@ -508,6 +512,8 @@ class Recipe:
         self._check_run_folder()
         self.prep = self.objective.prepare(self.cfg, self.store)
         self.cfg, self.info = self.prep.cfg, self.prep.info
+        # config.yaml keeps the streams as asked (`StreamPlan.asked_config`): compare like with like
+        changes = check_resume(self.rundir, self.prep.streams.asked_config(self.cfg), self.info) if self.resume else {}
         for note in self.prep.notes:
             self.console.print(f"[yellow]note:[/] {note}")
         self.model, self.device, self.trainable, self.total = seeded_model(self.cfg, self.info)
@@ -517,6 +523,7 @@ class Recipe:
             self.prep.streams.asked_config(self.cfg).dump(self.rundir.config)  # as asked; run.json: as fed
             write_run_info(self.rundir.root, **self.objective.run_info(self.prep), **store_run_info(self.info),
                            **input_record(self.prep))
+            record_changes(self.rundir, changes)
         self._setup_training(rank)
 
     def _start_logger(self) -> None:
@@ -558,6 +565,8 @@ class Recipe:
                            find_unused_parameters=self.objective.find_unused(cfg))
 
     def _restore(self) -> None:
+        saved = checked_state(ckpt.read_state(self.rundir.last), self.rundir.last / ckpt.STATE_FILE,
+                              self.cfg.optim.epochs, self.batches, self.steps_per_epoch * self.cfg.optim.epochs)
         saved = ckpt.load(self.rundir.last, self.model, self.optimizer)
         self.state = LoopState.from_checkpoint(saved)
         restore_schedule(self.schedule, saved.get("scheduler"), self.state.step)

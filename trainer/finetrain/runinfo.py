@@ -7,13 +7,17 @@ write it without importing the driver that calls them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from .rundir import RUN_INFO_FILE, RunDir
 
 RUN_INFO = RUN_INFO_FILE
+FINGERPRINT_KEY = "store_fingerprint"
 
 
 def write_run_info(out: str | Path, **info) -> None:
@@ -40,7 +44,21 @@ def store_run_info(info) -> dict:
     settings = info.attrs.get("settings") or {}
     return {"store": str(Path(info.root).resolve()), "dataset": info.attrs.get("dataset"),
             "label_set": info.attrs.get("label_set"), "size": info.size, "store_frames": info.frames,
-            "margin": settings.get("margin")}
+            "margin": settings.get("margin"), FINGERPRINT_KEY: store_fingerprint(info)}
+
+
+def store_fingerprint(info) -> str:
+    """sha256 (hex, 16 digits) of what makes the data a run trains on: the store's settings and its
+    usable clips (ids, store rows, labels, folds). The store's path is not part of it (a moved store is
+    the same store)."""
+    attrs = info.attrs
+    head = {k: attrs.get(k) for k in ("dataset", "label_set", "frames", "size", "settings", "schema_version")}
+    h = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode())
+    h.update(json.dumps([list(info.clip_ids), list(info.labels), info.train_folds, info.test_folds],
+                        default=int).encode())
+    for arr in (info.store_index, info.label_index):
+        h.update(np.ascontiguousarray(np.asarray(arr, dtype=np.int64)).tobytes())
+    return h.hexdigest()[:16]
 
 
 def run_dataset(run: str | Path) -> str | None:

@@ -48,6 +48,7 @@ def describe(
     from fineprep.describe.writer import writing
     from fineprep.errors import FineprepError
     from fineschema.errors import SchemaError
+    from fineschema.oserrors import machine_error_line
 
     try:
         cfg = DescribeConfig(
@@ -62,6 +63,11 @@ def describe(
             summary = run_describe(cfg, progress=progress, log=typer.echo, executor=executor)
     except (FineprepError, SchemaError) as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # the machine's (disk full, read-only, permissions): one line; anything else raises
+        if (line := machine_error_line(exc, f"describe of {store}")) is None:
+            raise
+        typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from None
     _report(summary)
 

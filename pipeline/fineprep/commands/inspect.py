@@ -10,7 +10,7 @@ import typer
 from ..choices import ExportFormat
 
 
-def _fail(exc: Exception) -> typer.Exit:
+def _fail(exc: Exception | str) -> typer.Exit:
     from rich.console import Console
 
     Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
@@ -86,6 +86,12 @@ def export(
                                    dataset_root=root, progress=track)
     except _errors() as exc:
         raise _fail(exc) from None
+    except Exception as exc:  # the machine's (disk full, read-only, permissions): one line
+        from fineschema.oserrors import machine_error_line
+
+        if (line := machine_error_line(exc, f"export into {out}")) is None:
+            raise
+        raise _fail(line) from None
     console = Console()
     for name, n in summary["files"].items():
         console.print(f"{out / name}: {n} clips")

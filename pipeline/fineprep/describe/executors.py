@@ -7,7 +7,8 @@ selected again on the next run). The driver (runner.run_describe) does the rest.
 - `LocalExecutor`: in this process, one engine, chunk after chunk.
 - `PoolExecutor` (`--procs N [--gpus ...]`): N spawned processes, each with one engine (and one GPU
   through CUDA_VISIBLE_DEVICES), taking chunks as they get free. They receive the job objects
-  (config included), never a command line.
+  (config included), never a command line, and exit within a second when the driver dies
+  (`fineprep.lifeline`).
 - `DaskExecutor` (`--scheduler ADDRESS`): one task per chunk on any Dask cluster; a chunk whose worker
   dies is re-run elsewhere (and finds its part if it was written). Workers started with
   `--resources GPU=1` make every chunk ask for one GPU. In-process vLLM starts child processes, which
@@ -49,8 +50,12 @@ class LocalExecutor:
             yield lambda jobs: ((job, describe_chunk(job, engines)) for job in jobs)
 
 
-def _start_pool_worker(slots, threads: int) -> None:
-    """Runs first in each pool process, before torch or vLLM is imported: its GPU and thread count."""
+def _start_pool_worker(slots, threads: int, parent: int) -> None:
+    """Runs first in each pool process, before torch or vLLM is imported: it dies with the driver
+    (`parent`), and takes its GPU and thread count."""
+    from ..lifeline import die_with_parent
+
+    die_with_parent(parent)
     gpu = slots.get()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -73,7 +78,7 @@ class PoolExecutor:
             slots.put(self.gpus[i % len(self.gpus)] if self.gpus else None)
         threads = max(1, (os.cpu_count() or 1) // self.procs)
         pool = ProcessPoolExecutor(self.procs, mp_context=ctx, initializer=_start_pool_worker,
-                                   initargs=(slots, threads))
+                                   initargs=(slots, threads, os.getpid()))
         log(f"{self.procs} describe processes" + (f" on GPUs {','.join(self.gpus)}" if self.gpus else ""))
         try:
             yield lambda jobs: _as_done(lambda job: pool.submit(describe_chunk, job), jobs, as_completed)

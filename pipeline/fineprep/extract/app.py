@@ -103,6 +103,7 @@ def extract_entries(entries: list, *, dataset: str, root: Path, out: Path, confi
             client.close()
         if cluster is not None:
             cluster.close()
+        semaphores.release_records()
     print_summary(outcome, out, console)
     return outcome
 
@@ -135,7 +136,11 @@ def _start_cluster(config: ExtractConfig, console: Console):
         for line in runner.resource_warnings(config.workers, config.memory_limit, frames=config.frames,
                                              size=config.size):
             console.print(f"[yellow]warning: {line}")
-    return runner.start_client(config.workers, config.scheduler, console, memory_limit=config.memory_limit)
+    client, cluster = runner.start_client(config.workers, config.scheduler, console,
+                                          memory_limit=config.memory_limit)
+    if not config.scheduler:
+        semaphores.record_own_semaphores()  # what the next run may remove if this one is killed
+    return client, cluster
 
 
 def print_summary(outcome: runner.Outcome, out: Path, console: Console) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import resource
 import sys
@@ -100,6 +101,22 @@ def writer_for(out: str) -> ArrayWriter:
     return _WRITERS[out]
 
 
+class _NotTheMachine(logging.Filter):
+    """Drops Dask's "Compute Failed" traceback when the machine failed (disk full, read-only): the driver
+    says so in one line and the clips' rows record it; a task that fails for any other reason keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from fineschema.oserrors import machine_errno
+
+        return machine_errno(Exception(record.getMessage())) is None
+
+
+def _quiet_machine_failures() -> None:
+    log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _NotTheMachine) for f in log.filters):
+        log.addFilter(_NotTheMachine())
+
+
 def warm_up(model_path: str, parser: str, out: str, parser_weights: str | None = None) -> int:
     """Build this worker's models and open the store before the first batch arrives (runs on every worker)."""
     import mediapipe as mp
@@ -109,6 +126,7 @@ def warm_up(model_path: str, parser: str, out: str, parser_weights: str | None =
     import scipy.optimize  # noqa: F401 - face-track linking (a third of a second to import)
 
     _tune_process()
+    _quiet_machine_failures()
     models = get_models(model_path)
     blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((224, 224, 3), np.uint8))
     with quiet_native_logs():

@@ -172,6 +172,22 @@ def check_state_dict(state: dict, model, path: str | Path) -> None:
                  for what, x in (("missing", missing), ("unexpected", unexpected), ("with other shapes", wrong))
                  if x]
         raise ParserError(f"parser weights {path} do not fit FaceXFormer: {'; '.join(parts)} keys")
+    _check_values(state, model.state_dict(), path)
+
+
+def _check_values(state: dict, model_state: dict, path: str | Path) -> None:
+    """Floating-point tensors where the model has them (an int8 copy would be cast, not dequantised), and no
+    NaN or infinity (every parsing map would come out as one class)."""
+    torch = _torch()
+    for key, want in model_state.items():
+        have = state[key]
+        if have.is_meta:
+            continue
+        if want.is_floating_point() and not have.is_floating_point():
+            raise ParserError(f"parser weights {path}: {key} is {str(have.dtype).replace('torch.', '')}, not floating "
+                              "point; give the float checkpoint (quantised weights are not read)")
+        if have.is_floating_point() and not bool(torch.isfinite(have).all()):
+            raise ParserError(f"parser weights {path}: {key} holds NaN or infinite values; the checkpoint is damaged")
 
 
 def weights_sha256(path: str | Path) -> str:

@@ -23,6 +23,7 @@ from rich.progress import (
 )
 
 from fineschema import tables
+from fineschema.oserrors import machine_errno
 
 from ..entries import ClipEntry
 from . import store
@@ -60,6 +61,7 @@ class Outcome:
     reports: list[BatchReport] = field(default_factory=list)
     skipped_batches: int = 0
     seconds: float = 0.0
+    machine_failures: Counter = field(default_factory=Counter)  # errno -> clips lost to it (disk full, ...)
 
     @property
     def ok(self) -> int:
@@ -173,7 +175,8 @@ def run(plan: Plan, *, root: Path, out: Path, config: ExtractConfig, model_path:
         job.run(todo, console, start)
     manifest = store.compact(out, job.crashed)
     statuses = Counter(manifest.column("status").to_pylist())
-    return Outcome(manifest.num_rows, statuses, job.reports, len(done), time.perf_counter() - start)
+    machine = Counter(n for n in (machine_errno(Exception(r["error"] or "")) for r in job.crashed) if n)
+    return Outcome(manifest.num_rows, statuses, job.reports, len(done), time.perf_counter() - start, machine)
 
 
 class _Job:

@@ -5,11 +5,15 @@ fold and split, named as DFER-CLIP names them (`DFEW_set_1_train.txt`, `MAFW_set
 `FERV39K_train.txt`). Labels follow the chosen repo's class order, converted by name, so the same
 store can be compared against DFER-CLIP, MAE-DFER, S2D or EmoCLIP without hand-editing files.
 
-With `frames=True` the stored face crops are written as JPG folders `OUT/frames/<clip_id>/00001.jpg..`
-and the files point at them; otherwise the files point at each clip's source in the dataset root.
+With `frames=True` the stored face crops are written as JPG folders `OUT/frames/<name>/00001.jpg..`
+and the files point at them; `<name>` is the clip id percent-encoded (`folder_name`: `my clip` becomes
+`my%20clip`, `%` itself `%25`), so two clip ids never share a folder and no name holds a space; otherwise the files point at each clip's source in the dataset root.
 Clip ids and the dataset name come from the store, so every path built from them goes through
 `fineschema.paths.safe_join`: a clip whose folder would leave `OUT` is skipped, and nothing outside
-`OUT` is written or removed.
+`OUT` is written or removed. Nothing is written through a link: a symlink where an annotation file,
+`frames/`, a clip's folder or its temporary folder would be is refused in one line
+(`fineschema.nolinks`). The format is space-separated, so `--absolute` under a folder with a space in
+its path is refused (relative lines never hold one).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import re
 import shutil
 from collections import Counter
 from pathlib import Path
+from urllib.parse import quote
 
 from fineschema import StoreError, labels, tables
+from fineschema.nolinks import open_nofollow, refuse_link
 from fineschema.paths import UnsafePathError, safe_join
 
 from .store import InspectError, StoreView
@@ -36,9 +42,10 @@ SKIP_OUTSIDE = "path from the store would leave --out (refused, nothing written 
 SKIP_SOURCE = "source path absolute or climbing with '..' (refused)"
 
 
-def _safe(clip_id: str) -> str:
-    """A folder name for a clip: whitespace would break the space-separated format."""
-    return re.sub(r"\s+", "_", clip_id)
+def folder_name(clip_id: str) -> str:
+    """A clip's folder name: the id percent-encoded except letters, digits, `_.-~` and `/` (one-to-one,
+    so two ids never share a folder; no whitespace, which would break the space-separated format)."""
+    return quote(clip_id, safe="/")
 
 
 def file_names(dataset: str, folds: list[int]) -> dict[tuple[int, str], str]:
@@ -57,7 +64,7 @@ def file_names(dataset: str, folds: list[int]) -> dict[tuple[int, str], str]:
 def frames_folder(out_dir: Path, clip_id: str) -> Path:
     """`OUT/frames/<clip_id>`, or UnsafePathError when the clip id would lead outside `OUT/frames`."""
     frames_root = safe_join(out_dir, FRAMES_DIR)
-    return safe_join(frames_root, _safe(clip_id))
+    return safe_join(frames_root, folder_name(clip_id))
 
 
 def write_frames(store: StoreView, row: dict, out_dir: Path) -> int:
@@ -68,11 +75,13 @@ def write_frames(store: StoreView, row: dict, out_dir: Path) -> int:
     from PIL import Image
 
     target = frames_folder(out_dir, row["clip_id"])
+    tmp = target.parent / f".tmp-{target.name}"
+    for path in (out_dir / FRAMES_DIR, target, tmp):
+        refuse_link(path)
     total = int(store.group["frames"].shape[1])
     if target.is_dir() and len(list(target.glob("*.jpg"))) == total:
         return total
     frames = store.group["frames"][int(row["store_index"])]
-    tmp = target.parent / f".tmp-{target.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for t, frame in enumerate(frames, start=1):
@@ -96,13 +105,32 @@ def _inside(out: Path, dataset_root: Path | None, row: dict, frames: bool) -> bo
     return True
 
 
+def _write_text(path: Path, text: str) -> None:
+    """An annotation file, never written through a link planted at its name."""
+    fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _refuse_spaces(out: Path, dataset_root: Path | None, frames: bool) -> None:
+    """`--absolute` lines start with a path; one with a space would split into extra fields."""
+    base = (out if frames else Path(dataset_root or ".")).resolve()
+    if re.search(r"\s", str(base)):
+        raise InspectError(f"--absolute: {base} holds a space, and the annotation format is space-separated; "
+                           "export without --absolute (paths relative to --out), or to a folder without spaces")
+
+
 def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", frames: bool = False,
                      absolute: bool = False, dataset_root: Path | None = None, progress=None) -> dict:
     """Write the annotation files (and optionally frame folders); returns what was written and skipped."""
     if order not in ORDERS:
         raise InspectError(f"unknown label order {order!r}; choose one of {', '.join(ORDERS)}")
     out = Path(out)
+    if absolute:
+        _refuse_spaces(out, dataset_root, frames)
     out.mkdir(parents=True, exist_ok=True)
+    if frames:
+        refuse_link(out / FRAMES_DIR)
     dataset = store.attrs.get("dataset") or (store.rows[0]["dataset"] if store.rows else "folder")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", str(dataset)):  # it names the annotation files
         raise StoreError(f"the store's dataset name {dataset!r} is not a plain name (letters, digits, _ and -); "
@@ -128,7 +156,7 @@ def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", f
         if frames:
             write_frames(store, row, out)
             path = frames_folder(out, row["clip_id"])
-            text = str(path.resolve()) if absolute else f"{FRAMES_DIR}/{_safe(row['clip_id'])}"
+            text = str(path.resolve()) if absolute else f"{FRAMES_DIR}/{folder_name(row['clip_id'])}"
             count = stored_t
         else:
             base = Path(dataset_root) / row["source_path"] if dataset_root else Path(row["source_path"])
@@ -145,7 +173,7 @@ def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", f
     written = {}
     for (k, split), rows in sorted(lines.items()):
         name = names.get((k, split), f"{PREFIX.get(dataset, dataset.upper())}_all.txt")
-        safe_join(out, name).write_text("\n".join(rows))
+        _write_text(safe_join(out, name), "\n".join(rows))
         written[name] = len(rows)
     videos = sum(1 for r in usable if not frames and str(r["source_path"]).lower().endswith(
         (".mp4", ".avi", ".mov", ".mkv", ".webm")))

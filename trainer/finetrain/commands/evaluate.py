@@ -1,8 +1,8 @@
 """`finetrain eval`, `finetrain predict` and `finetrain report`: using and reading a trained run.
 
 Heavy imports (torch, matplotlib, the model) happen inside the commands so `--help` stays fast. Each
-command turns the trainer's own errors (`FinetrainError`), the store contract's (`SchemaError`) and a
-missing file into one line on stderr and exit code 2; anything else is a bug and keeps its traceback.
+command turns the trainer's own errors (`FinetrainError`), the store contract's (`SchemaError`), a
+missing file and the machine's errors (disk full, read-only, permissions) into one line on stderr and exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -22,12 +22,17 @@ def _fail(message: str) -> None:
 def _one_line(call: Callable, *args, **kwargs):
     """`call(...)`, with an expected failure printed as one line (exit code 2)."""
     from fineschema.errors import SchemaError
+    from fineschema.oserrors import machine_error_line
     from finetrain.errors import FinetrainError
 
     try:
         return call(*args, **kwargs)
     except (FinetrainError, SchemaError, FileNotFoundError) as exc:
         _fail(" ".join(str(exc).split()))
+    except Exception as exc:  # the machine's (disk full, read-only run folder, permissions): one line
+        if (line := machine_error_line(exc, "finetrain")) is None:
+            raise
+        _fail(line)
 
 
 def _report_runs(run: list[Path] | None, runs: list[Path] | None, merge: bool) -> list[Path]:

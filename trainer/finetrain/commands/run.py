@@ -56,6 +56,7 @@ def run_command(store: Path, out: Path, config: str | None, overrides: list[str]
     from safetensors import SafetensorError
 
     from fineschema.errors import SchemaError
+    from fineschema.oserrors import machine_error_line
 
     from ..checkpoint import refuse_pretrained
     from ..errors import FinetrainError
@@ -80,8 +81,12 @@ def run_command(store: Path, out: Path, config: str | None, overrides: list[str]
         _train(cfg, store, out, folds, single, resume, mode, text, quiet)
     except (FinetrainError, SchemaError) as exc:
         _fail(err, exc)
-    except (pickle.UnpicklingError, SafetensorError) as exc:  # torch's weights-only refusal of model.pretrained
-        _fail(err, refuse_pretrained(cfg.model.pretrained if cfg else None, exc))
+    except Exception as exc:
+        if (line := machine_error_line(exc, f"finetrain run into {out}")) is not None:
+            _fail(err, line)  # a full disk while writing a checkpoint is not a bad model.pretrained
+        if not isinstance(exc, (pickle.UnpicklingError, SafetensorError)):
+            raise
+        _fail(err, refuse_pretrained(cfg.model.pretrained if cfg else None, exc))  # torch's weights-only refusal
 
 
 def register(app: typer.Typer) -> None:
