@@ -243,3 +243,36 @@ def test_commands_on_a_store_written_by_extract(tmp_path):
     assert summary["files"] == {"FOLDER_test.txt": 1} and summary["skipped"] == {"status corrupt": 1}
     assert (tmp_path / "ann" / "FOLDER_test.txt").read_text() == "frames/me/clip%20a 4 0"
     assert len(list((tmp_path / "ann" / "frames" / "me" / "clip%20a").glob("*.jpg"))) == 4
+
+
+def test_export_mae_dfer_reads_back_as_the_videomae_loaders_read_it(store, tmp_path):
+    """`--format mae-dfer`: MAE-DFER's split folders, `frame_dir label` lines read with
+    `pd.read_csv(path, header=None, delimiter=' ')`, 0-based in MAE-DFER's order, frames globbed by name."""
+    import glob
+
+    import pandas as pd
+
+    from fineschema import labels as fl
+
+    out = tmp_path / "mae"
+    r = runner.invoke(app, ["export", "--store", str(store), "--out", str(out), "--format", "mae-dfer", "--frames",
+                            "--absolute"])
+    assert r.exit_code == 0, r.output
+    rows = {row["clip_id"]: row for row in open_store(store).rows}
+    for k in (1, 2):
+        split = out / "dfew" / "org" / f"split{k:02d}"
+        for name in ("train", "test"):
+            df = pd.read_csv(split / f"{name}.csv", header=None, delimiter=" ")
+            assert df.shape[1] == 2
+            for frame_dir, label in df.values:
+                clip = Path(frame_dir).name
+                frames = sorted(glob.glob(str(Path(frame_dir) / "*.jpg")))  # VideoReaderFrame's way
+                assert len(frames) == 4 and Path(frames[0]).name == "00001.jpg"
+                assert label == fl.to_public_index(rows[clip]["label"], "mae-dfer", "dfew")
+                assert k in rows[clip][f"{name}_folds"]
+        assert (split / "val.csv").read_text() == (split / "test.csv").read_text()  # MAE-DFER: val == test
+    relative = runner.invoke(app, ["export", "--store", str(store), "--out", str(tmp_path / "rel"), "--format",
+                                   "mae-dfer", "--frames"])
+    assert relative.exit_code == 0, relative.output
+    first = (tmp_path / "rel" / "dfew" / "org" / "split01" / "train.csv").read_text().split()[0]
+    assert first.startswith("frames/") and (tmp_path / "rel" / first).is_dir()

@@ -63,6 +63,7 @@ class Scene(StrEnum):
 
 
 class ExportFormat(StrEnum):
-    """Annotation formats `fineprep export` writes (`inspect.export.export_dfer_clip`)."""
+    """Annotation formats `fineprep export` writes (`inspect.export.export_annotations`)."""
 
     DFER_CLIP = "dfer-clip"   # `path num_frames label` lines, one file per fold and split
+    MAE_DFER = "mae-dfer"     # `frame_dir label` CSVs in MAE-DFER's split folders (the VideoMAE lineage)

@@ -66,10 +66,12 @@ def stats(
 def export(
     store: Path = typer.Option(..., "--store", help="Store folder."),
     out: Path = typer.Option(..., "--out", help="Folder for the annotation files (and frame folders)."),
-    fmt: ExportFormat = typer.Option(ExportFormat.DFER_CLIP, "--format", help="Output format: dfer-clip (`path num_frames label`)."),
+    fmt: ExportFormat = typer.Option(ExportFormat.DFER_CLIP, "--format", help="Output format: dfer-clip (`path "
+                                     "num_frames label` .txt) or mae-dfer (`frame_dir label` .csv, MAE-DFER's folders)."),
     frames: bool = typer.Option(False, "--frames/--no-frames",
                                 help="Write the stored face crops as JPG folders and point the files at them."),
-    order: str = typer.Option("dfer-clip", "--order", help="Label order: dfer-clip, mae-dfer, s2d or emoclip."),
+    order: str = typer.Option(None, "--order", help="Label order: dfer-clip, mae-dfer, s2d or emoclip (default: "
+                              "the format's own)."),
     absolute: bool = typer.Option(False, "--absolute", help="Absolute paths instead of paths relative to --out."),
     root: Path = typer.Option(None, "--root",
                               help="With --no-frames: the dataset root to prefix source paths with."),
@@ -79,11 +81,11 @@ def export(
     from rich.progress import track
 
     from ..inspect import open_store
-    from ..inspect.export import export_dfer_clip
+    from ..inspect.export import export_annotations
 
     try:
-        summary = export_dfer_clip(open_store(store), out, order=order, frames=frames, absolute=absolute,
-                                   dataset_root=root, progress=track)
+        summary = export_annotations(open_store(store), out, fmt=str(fmt), order=order, frames=frames,
+                                     absolute=absolute, dataset_root=root, progress=track)
     except _errors() as exc:
         raise _fail(exc) from None
     except Exception as exc:  # the machine's (disk full, read-only, permissions): one line

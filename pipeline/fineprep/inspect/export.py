@@ -1,9 +1,18 @@
-"""`fineprep export --format dfer-clip`: annotation files the public DFER repos read, from a store.
+"""`fineprep export`: annotation files the public DFER repos read, from a store.
 
-One `path num_frames label` line per clip (space-separated, 0-based label, no header), one file per
-fold and split, named as DFER-CLIP names them (`DFEW_set_1_train.txt`, `MAFW_set_1_test.txt`,
-`FERV39K_train.txt`). Labels follow the chosen repo's class order, converted by name, so the same
-store can be compared against DFER-CLIP, MAE-DFER, S2D or EmoCLIP without hand-editing files.
+- `--format dfer-clip`: one `path num_frames label` line per clip (space-separated, 0-based label, no
+  header), one file per fold and split, named as DFER-CLIP names them (`DFEW_set_1_train.txt`,
+  `MAFW_set_1_test.txt`, `FERV39K_train.txt`).
+- `--format mae-dfer`: the VideoMAE lineage's (MAE-DFER, HiCMAE, S2D's finetuning scripts read the same
+  shape): one `frame_dir label` line per clip, space-separated, 0-based, no header, read with
+  `pd.read_csv(path, header=None, delimiter=' ')`; files laid out as MAE-DFER's preprocess scripts
+  write them: `dfew/org/split0K/{train,val,test}.csv` (val is a copy of test, as there),
+  `mafw/single/split0K/{train,test}.csv`, `ferv39k/all_scenes/{train,test}.csv`. Those loaders glob a
+  frame folder's `*.jpg` in name order, which `--frames` writes (`00001.jpg`, ...); they open each path
+  as written, so `--absolute` is what a run from another folder needs.
+
+Labels follow the chosen repo's class order (by default the format's own), converted by name, so the
+same store can be compared against DFER-CLIP, MAE-DFER, S2D or EmoCLIP without hand-editing files.
 
 With `frames=True` the stored face crops are written as JPG folders `OUT/frames/<name>/00001.jpg..`
 and the files point at them; `<name>` is the clip id percent-encoded (`folder_name`: `my clip` becomes
@@ -58,6 +67,23 @@ def file_names(dataset: str, folds: list[int]) -> dict[tuple[int, str], str]:
                 out[(k, split)] = f"{prefix}_{split}.txt"
             else:
                 out[(k, split)] = f"{prefix}_set_{k}_{split}.txt"
+    return out
+
+
+def mae_dfer_names(dataset: str, folds: list[int]) -> dict[tuple[int, str], list[str]]:
+    """(fold, split) -> the file(s) MAE-DFER's preprocess scripts write for it, relative to OUT."""
+    out: dict[tuple[int, str], list[str]] = {}
+    for k in folds:
+        if dataset == "ferv39k":
+            base = "ferv39k/all_scenes"
+        elif dataset == "dfew":
+            base = f"dfew/org/split{k:02d}"
+        elif dataset == "mafw":
+            base = f"mafw/single/split{k:02d}"
+        else:
+            base = f"{dataset}/split{k:02d}"
+        out[(k, "train")] = [f"{base}/train.csv"]
+        out[(k, "test")] = [f"{base}/test.csv"] + ([f"{base}/val.csv"] if dataset == "dfew" else [])
     return out
 
 
@@ -120,24 +146,12 @@ def _refuse_spaces(out: Path, dataset_root: Path | None, frames: bool) -> None:
                            "export without --absolute (paths relative to --out), or to a folder without spaces")
 
 
-def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", frames: bool = False,
-                     absolute: bool = False, dataset_root: Path | None = None, progress=None) -> dict:
-    """Write the annotation files (and optionally frame folders); returns what was written and skipped."""
-    if order not in ORDERS:
-        raise InspectError(f"unknown label order {order!r}; choose one of {', '.join(ORDERS)}")
-    out = Path(out)
-    if absolute:
-        _refuse_spaces(out, dataset_root, frames)
-    out.mkdir(parents=True, exist_ok=True)
-    if frames:
-        refuse_link(out / FRAMES_DIR)
-    dataset = store.attrs.get("dataset") or (store.rows[0]["dataset"] if store.rows else "folder")
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", str(dataset)):  # it names the annotation files
-        raise StoreError(f"the store's dataset name {dataset!r} is not a plain name (letters, digits, _ and -); "
-                         "it would name files outside --out; nothing written")
-    order_ds = ORDER_DATASET.get(dataset, "mafw")
+FORMATS = ("dfer-clip", "mae-dfer")
+
+
+def _rows_to_write(store: StoreView, out: Path, dataset_root: Path | None, frames: bool) -> tuple[list, Counter]:
+    """The stored, labelled clips whose paths stay inside, and the others counted by reason."""
     skipped: Counter = Counter()
-    lines: dict[tuple[int, str], list[str]] = {}
     usable = []
     for row in store.rows:
         if row["status"] not in tables.STORED_STATUSES:
@@ -150,8 +164,52 @@ def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", f
             skipped[SKIP_OUTSIDE if frames else SKIP_SOURCE] += 1
         else:
             usable.append(row)
+    return usable, skipped
+
+
+def _dataset_name(store: StoreView) -> str:
+    dataset = store.attrs.get("dataset") or (store.rows[0]["dataset"] if store.rows else "folder")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", str(dataset)):  # it names the annotation files
+        raise StoreError(f"the store's dataset name {dataset!r} is not a plain name (letters, digits, _ and -); "
+                         "it would name files outside --out; nothing written")
+    return str(dataset)
+
+
+def _line(fmt: str, path: str, count: int, index: int) -> str:
+    return f"{path} {count} {index}" if fmt == "dfer-clip" else f"{path} {index}"
+
+
+def _file_names(fmt: str, dataset: str, lines: dict) -> dict[tuple[int, str], list[str]]:
+    folds = sorted({k for (k, split) in lines if split != "all"})
+    if fmt == "mae-dfer":
+        names = mae_dfer_names(dataset, folds)
+        return {**names, (0, "all"): [f"{dataset}/all.csv"]}
+    names = {key: [name] for key, name in file_names(dataset, folds).items()}
+    return {**names, (0, "all"): [f"{PREFIX.get(dataset, dataset.upper())}_all.txt"]}
+
+
+def export_annotations(store: StoreView, out: Path, *, fmt: str = "dfer-clip", order: str | None = None,
+                       frames: bool = False, absolute: bool = False, dataset_root: Path | None = None,
+                       progress=None) -> dict:
+    """Write the annotation files of `fmt` (and optionally frame folders); returns what was written and
+    skipped. `order` defaults to the format's own repo's label order."""
+    if fmt not in FORMATS:
+        raise InspectError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    order = order or fmt
+    if order not in ORDERS:
+        raise InspectError(f"unknown label order {order!r}; choose one of {', '.join(ORDERS)}")
+    out = Path(out)
+    if absolute:
+        _refuse_spaces(out, dataset_root, frames)
+    out.mkdir(parents=True, exist_ok=True)
+    if frames:
+        refuse_link(out / FRAMES_DIR)
+    dataset = _dataset_name(store)
+    order_ds = ORDER_DATASET.get(dataset, "mafw")
+    usable, skipped = _rows_to_write(store, out, dataset_root, frames)
     stored_t = int(store.group["frames"].shape[1]) if usable else 0
     iterator = progress(usable, description="writing frame folders") if (frames and progress) else usable
+    lines: dict[tuple[int, str], list[str]] = {}
     for row in iterator:
         if frames:
             write_frames(store, row, out)
@@ -164,18 +222,30 @@ def export_dfer_clip(store: StoreView, out: Path, *, order: str = "dfer-clip", f
             count = row["num_source_frames"] or stored_t
         index = labels.to_public_index(row["label"], order, order_ds)
         folds = {("train", k) for k in row["train_folds"] or []} | {("test", k) for k in row["test_folds"] or []}
-        if not folds:
-            folds = {("all", 0)}
-        for split, k in folds:
-            lines.setdefault((k, split), []).append(f"{text} {count} {index}")
-    fold_numbers = sorted({k for (k, split) in lines if split != "all"})
-    names = file_names(dataset, fold_numbers)
-    written = {}
-    for (k, split), rows in sorted(lines.items()):
-        name = names.get((k, split), f"{PREFIX.get(dataset, dataset.upper())}_all.txt")
-        _write_text(safe_join(out, name), "\n".join(rows))
-        written[name] = len(rows)
+        for split, k in folds or {("all", 0)}:
+            lines.setdefault((k, split), []).append(_line(fmt, text, count, index))
+    written = _write_files(out, _file_names(fmt, dataset, lines), lines)
     videos = sum(1 for r in usable if not frames and str(r["source_path"]).lower().endswith(
         (".mp4", ".avi", ".mov", ".mkv", ".webm")))
-    return {"out": str(out), "order": order, "dataset": dataset, "files": written, "skipped": dict(skipped),
-            "frames_written": len(usable) if frames else 0, "paths_to_videos": videos}
+    return {"out": str(out), "format": fmt, "order": order, "dataset": dataset, "files": written,
+            "skipped": dict(skipped), "frames_written": len(usable) if frames else 0, "paths_to_videos": videos}
+
+
+def _write_files(out: Path, names: dict, lines: dict) -> dict[str, int]:
+    written = {}
+    for key, rows in sorted(lines.items()):
+        for name in names[key]:
+            target = safe_join(out, name)
+            parent = out
+            for part in Path(name).parent.parts:  # folders of the format's layout, none through a link
+                parent = parent / part
+                refuse_link(parent)
+                parent.mkdir(exist_ok=True)
+            _write_text(target, "\n".join(rows) + ("\n" if name.endswith(".csv") else ""))
+            written[name] = len(rows)
+    return written
+
+
+def export_dfer_clip(store: StoreView, out: Path, **options) -> dict:
+    """`export_annotations` in DFER-CLIP's format."""
+    return export_annotations(store, out, fmt="dfer-clip", **options)
