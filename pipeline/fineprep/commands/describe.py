@@ -61,6 +61,14 @@ def describe(
         executor = _executor(procs, gpus, scheduler)
         with writing(cfg.store, cfg.shard):
             summary = run_describe(cfg, progress=progress, log=typer.echo, executor=executor)
+    except KeyboardInterrupt:
+        from fineprep.interrupt import EXIT_INTERRUPTED
+        from fineschema.store_io import description_parts
+
+        parts = len(description_parts(store))
+        typer.echo(f"describe interrupted ({parts} description parts written so far); run the same command "
+                   "again to resume (finished chunks are kept)", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except (FineprepError, SchemaError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -97,6 +97,12 @@ def run(dataset: Dataset, root: Path, out: Path, config) -> None:
         raise typer.Exit(2)
     try:
         outcome = extract_dataset(dataset, root, out, config, console=console)
+    except KeyboardInterrupt:
+        from ..interrupt import EXIT_INTERRUPTED, batches_done, interrupted_line
+
+        console.print(f"[yellow]{interrupted_line('extract', *batches_done(out), 'batches')}", highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except (FineprepError, SchemaError) as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)  # one line, any width
         raise typer.Exit(2) from None

@@ -15,6 +15,7 @@ from fineschema import labels as fl
 
 from .. import storelock
 from ..errors import FineprepError
+from ..interrupt import quiet_cluster_on_interrupt, workers_ignore_sigint
 from . import faces, parsing, runner, semaphores, store
 from .config import ExtractConfig
 
@@ -96,8 +97,9 @@ def extract_entries(entries: list, *, dataset: str, root: Path, out: Path, confi
     else:
         client, cluster = _start_cluster(config, console)
     try:
-        outcome = runner.run(plan, root=root, out=out, config=config, model_path=str(model_path),
-                             label_names=fl.label_set(label_set), client=client, console=console)
+        with quiet_cluster_on_interrupt():
+            outcome = runner.run(plan, root=root, out=out, config=config, model_path=str(model_path),
+                                 label_names=fl.label_set(label_set), client=client, console=console)
     finally:
         if client is not None:
             client.close()
@@ -136,8 +138,9 @@ def _start_cluster(config: ExtractConfig, console: Console):
         for line in runner.resource_warnings(config.workers, config.memory_limit, frames=config.frames,
                                              size=config.size):
             console.print(f"[yellow]warning: {line}")
-    client, cluster = runner.start_client(config.workers, config.scheduler, console,
-                                          memory_limit=config.memory_limit)
+    with workers_ignore_sigint():  # Ctrl-C reaches the whole process group: this process handles it
+        client, cluster = runner.start_client(config.workers, config.scheduler, console,
+                                              memory_limit=config.memory_limit)
     if not config.scheduler:
         semaphores.record_own_semaphores()  # what the next run may remove if this one is killed
     return client, cluster

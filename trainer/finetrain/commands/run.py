@@ -13,6 +13,23 @@ def _fail(err, message) -> None:
     sys.exit(2)
 
 
+def _interrupted(out: Path) -> str:
+    """One line for Ctrl-C: where the last checkpoint is and how to continue from it."""
+    from ..checkpoint import read_state
+    from ..rundir import RunDir
+
+    run = RunDir(out)
+    saved = []
+    for sub in (run, *run.folds().values()):
+        try:
+            state = read_state(sub.last)
+            saved.append(f"{sub.root.name} epoch {state.get('epoch')}, step {state.get('step')}")
+        except (OSError, ValueError):  # no checkpoint there (CheckpointError is a ValueError)
+            continue
+    where = f"the last checkpoint: {'; '.join(saved)}" if saved else "no checkpoint yet (a re-run starts over)"
+    return f"training interrupted ({where}); run the same command with --resume to continue"
+
+
 def _config(out: Path, config: str | None, extra: list[str], resume: bool, err):
     """The run's config: OUT/config.yaml on --resume (plus overrides), else the preset or file with overrides."""
     import yaml
@@ -79,6 +96,9 @@ def run_command(store: Path, out: Path, config: str | None, overrides: list[str]
             sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             return
         _train(cfg, store, out, folds, single, resume, mode, text, quiet)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]{_interrupted(out)}", highlight=False, soft_wrap=True)
+        sys.exit(130)  # the shell's code for SIGINT
     except (FinetrainError, SchemaError) as exc:
         _fail(err, exc)
     except Exception as exc:
