@@ -86,7 +86,7 @@ def build(config: str, checkpointing: bool, compiled: bool, device, frames: int,
     import torch
 
     from finetrain.config import load_config
-    from finetrain.model import build_model
+    from finetrain.model.model import build_model
 
     cfg = load_config(config, ["model.pretrained=null", f"optim.amp='{amp}'",
                                f"model.grad_checkpointing={str(checkpointing).lower()}"])
@@ -102,7 +102,7 @@ def build(config: str, checkpointing: bool, compiled: bool, device, frames: int,
 def step_fn(model, cfg, data, opt, device, amp: str):
     import torch
 
-    from finetrain.losses import compute_loss
+    from finetrain.model.losses import compute_loss
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
@@ -124,7 +124,7 @@ def count_flops(model, cfg, data, device, amp: str) -> int:
     with counter:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             out = model(data)
-        from finetrain.losses import compute_loss
+        from finetrain.model.losses import compute_loss
 
         loss, _ = compute_loss(out, data["label"], cfg.loss)
         loss.backward()

@@ -39,7 +39,7 @@ def main(store: Path = typer.Option(None, help="An existing store (default: a to
     from toy_store import write_toy_store
 
     from finetrain.config import DataConfig
-    from finetrain.data import StoreDataset, StoreInfo
+    from finetrain.data.store import StoreDataset, StoreInfo
 
     torch.set_num_threads(1)
     tmp = None
@@ -54,7 +54,7 @@ def main(store: Path = typer.Option(None, help="An existing store (default: a to
     print(f"store {store}: {len(info)} clips, {info.frames} frames of {info.size} px -> {frames} x {image_size} px; "
           f"{os.cpu_count()} CPUs; load average {_load()}")
     _steps(ds)
-    from finetrain.batchpool import image_shapes
+    from finetrain.data.batchpool import image_shapes
 
     shapes = image_shapes(ds)
     for w in [int(x) for x in workers.split(",")]:
@@ -92,7 +92,7 @@ def _loader(dataset, workers: int, batch_size: int, pooled: dict):
     """A trainer-like DataLoader: workers restarted every epoch, prefetch 2, pooled streams or none."""
     import torch
 
-    from finetrain.batchpool import PooledDataLoader
+    from finetrain.data.batchpool import PooledDataLoader
 
     sampler = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(dataset), batch_size, drop_last=False)
     return PooledDataLoader(dataset, batch_sampler=sampler, num_workers=workers, pooled=pooled)
@@ -114,8 +114,8 @@ def _steps(ds, clips: int = 24) -> None:
     import numpy as np
     import torch
 
-    from finetrain.data import frame_positions, resize_classes, resize_frames
-    from finetrain.render import landmark_dots, parsing_overlay
+    from finetrain.data.render import landmark_dots, parsing_overlay
+    from finetrain.data.store import frame_positions, resize_classes, resize_frames
 
     times: dict[str, list[float]] = {}
 
@@ -156,7 +156,7 @@ def _overlay_ratio(frames: int, size: int, repeats: int = 10) -> None:
     """The parsing overlay by table lookup (what the Dataset uses) against a plain blend in torch."""
     import torch
 
-    from finetrain.render import PALETTE, parsing_overlay
+    from finetrain.data.render import PALETTE, parsing_overlay
 
     g = torch.Generator().manual_seed(0)
     img = torch.randint(0, 256, (frames, 3, size, size), dtype=torch.uint8, generator=g)

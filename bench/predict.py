@@ -1,7 +1,7 @@
 """Where the time of `finetrain predict` goes: the pipeline's extraction vs the model, per video.
 
 Videos come from `fineprep synth` (DFEW layout, raw videos). For each video the in-process extraction
-(`finetrain.predict.extract_videos`: decode, detect, crop, landmarks, blendshapes, parsing) is timed,
+(`finetrain.evaluate.predict.extract_videos`: decode, detect, crop, landmarks, blendshapes, parsing) is timed,
 then classification of the extracted arrays (`classify_arrays`: rendering, normalisation, model) for
 two models side by side: the tiny test CLIP and ViT-B/16 with every stream (random backbone weights,
 the same shapes and cost as the OpenAI weights, which cannot be downloaded here).
@@ -26,7 +26,7 @@ import numpy as np
 def _model(name: str, frames: int):
     from fineschema.labels import BASIC7
     from finetrain.config import load_config
-    from finetrain.model import build_model
+    from finetrain.model.model import build_model
 
     overrides = ["model.pretrained=null", f"data.frames={frames}", "data.num_workers=0"]
     if name != "tiny":
@@ -46,7 +46,7 @@ def main() -> None:
     import torch
 
     from fineprep.synth import make_dataset
-    from finetrain.predict import classify_arrays, extract_videos
+    from finetrain.evaluate.predict import classify_arrays, extract_videos
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

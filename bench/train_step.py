@@ -28,10 +28,10 @@ def main(config: str = typer.Option("tiny"), device: str = typer.Option("cpu"),
 
     from fineschema.labels import BASIC7
     from finetrain.config import load_config
-    from finetrain.losses import compute_loss
-    from finetrain.model import build_model, count_parameters
-    from finetrain.recipe import param_groups
-    from finetrain.runtime import autocast
+    from finetrain.model.losses import compute_loss
+    from finetrain.model.model import build_model, count_parameters
+    from finetrain.train.recipe import param_groups
+    from finetrain.train.runtime import autocast
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from fineschema import layout, validate_store
 from fineschema.limits import MAX_FRAMES, LimitError, check_frames, check_margin, check_size
-from finetrain.checkpoint import FORMAT, MODEL_FILE
 from finetrain.cli import app as finetrain_app
 from finetrain.config import load_config
+from finetrain.train.checkpoint import FORMAT, MODEL_FILE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 runner = CliRunner()
@@ -73,7 +73,7 @@ def test_a_checkpoint_claiming_a_40000_pixel_crop_is_refused_by_predict(tmp_path
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from finetrain.recipe import train
+    from finetrain.train.recipe import train
 
     store = write_toy_store(tmp_path / "toy", clips_per_class=2)
     run = tmp_path / "run"

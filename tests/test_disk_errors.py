@@ -158,7 +158,7 @@ def test_a_read_only_run_folder_is_one_line_for_eval_report_and_resume(small_dis
     import shutil
 
     from finetrain.config import load_config
-    from finetrain.recipe import train
+    from finetrain.train.recipe import train
 
     store = write_toy_store(tmp_path / "toy", clips_per_class=2)
     made = tmp_path / "made"

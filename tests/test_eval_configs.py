@@ -3,7 +3,7 @@
 import pytest
 
 from finetrain.config import load_config, preset_names
-from finetrain.zeroshot import zero_shot_config
+from finetrain.train.zeroshot import zero_shot_config
 
 PAPER = [f"{d}-{b}" for d in ("dfew", "ferv39k", "mafw") for b in ("b16", "l14")]
 ABLATIONS = {

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from fineschema import layout, tables, write_parquet_atomic
 from finetrain.cli import app
-from finetrain.predictions import read_predictions
+from finetrain.score.predictions import read_predictions
 
 
 def _add_described_set(store, model: str, prompt: str) -> None:

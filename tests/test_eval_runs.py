@@ -56,7 +56,7 @@ def two_folds(mafw):
 
 
 def _recompute(path):
-    from finetrain.predictions import read_predictions
+    from finetrain.score.predictions import read_predictions
 
     p = read_predictions(path)
     index = {n: i for i, n in enumerate(p.labels)}
@@ -139,7 +139,7 @@ def test_eval_on_another_dataset_maps_classes_by_name(two_folds, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = " ".join(proc.stderr.split())  # the console wraps long lines
     assert "7 shared classes" in said and "contempt, anxiety, helplessness, disappointment" in said
-    from finetrain.predictions import read_predictions
+    from finetrain.score.predictions import read_predictions
 
     p = read_predictions(tmp_path / "out" / "predictions.parquet")
     assert p.labels == labels.BASIC7 and len(p) == 14 and set(p.pred_labels) <= set(labels.BASIC7)
@@ -151,11 +151,11 @@ def test_eval_on_another_dataset_maps_classes_by_name(two_folds, tmp_path):
 
 @pytest.mark.slow
 def test_predict_from_a_video_equals_eval_of_the_stored_clip(two_folds, mafw, tmp_path):
-    from finetrain.predictions import read_predictions
+    from finetrain.score.predictions import read_predictions
 
     run, _, _ = two_folds
     _, root, _ = mafw
-    from finetrain.checkpoint import read_meta
+    from finetrain.train.checkpoint import read_meta
 
     stored = read_predictions(run / "fold1" / "predictions.parquet")
     extraction = read_meta(run / "fold1" / "checkpoints" / "best")["extraction"]  # what predict extracts with
@@ -186,7 +186,7 @@ def test_predict_from_a_video_equals_eval_of_the_stored_clip(two_folds, mafw, tm
 
 
 def test_predict_says_how_to_install_the_pipeline(monkeypatch, tmp_path):
-    from finetrain.predict import PipelineMissing, extract_videos
+    from finetrain.evaluate.predict import PipelineMissing, extract_videos
 
     monkeypatch.setitem(sys.modules, "fineprep.extract.clip", None)  # as if the extra were not installed
     with pytest.raises(PipelineMissing, match=r"pip install 'fineclip\[pipeline\]'"):
@@ -232,7 +232,7 @@ def test_zero_shot_on_captions_beats_chance_on_held_out_folds(mafw, tmp_path):
     """
     from scipy.stats import binomtest
 
-    from finetrain.predictions import read_predictions
+    from finetrain.score.predictions import read_predictions
 
     _, _, store = mafw
     run = tmp_path / "zs"
@@ -280,7 +280,7 @@ def test_zero_shot_never_reads_labels(mafw, tmp_path):
     from safetensors.torch import load_file
 
     from finetrain.config import load_config
-    from finetrain.zeroshot import train_zero_shot
+    from finetrain.train.zeroshot import train_zero_shot
 
     _, _, store = mafw
     shuffled = tmp_path / "shuffled"

@@ -9,8 +9,9 @@ from sklearn import metrics as skm
 
 from fineschema import tables
 from fineschema.labels import BASIC7, MAFW11, MAFW_OFFICIAL
-from finetrain import crossdata, folds
-from finetrain.predictions import Predictions, concat, read_predictions, write_predictions
+from finetrain.evaluate import crossdata
+from finetrain.score import folds
+from finetrain.score.predictions import Predictions, concat, read_predictions, write_predictions
 
 
 def _random_preds(labels, n, fold, seed, strength=1.5):

@@ -406,7 +406,7 @@ def test_the_trainer_ignores_blendshapes_of_frames_without_a_face():
     """What a not-found frame holds (zeros, or anything) never reaches the blendshape embedding."""
     import torch
 
-    from finetrain.model import TemporalHead
+    from finetrain.model.model import TemporalHead
 
     head = TemporalHead(dim=8, frames=4, layers=1, heads=2, mlp_ratio=2.0, dropout=0.0).eval()
     torch.nn.init.normal_(head.out.weight)

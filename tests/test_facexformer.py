@@ -233,7 +233,7 @@ def test_store_records_the_parser_and_the_contract_knows_both_class_lists(tmp_pa
 
 
 def test_trainer_palette_has_one_colour_per_declared_class_and_mirrors_sides():
-    from finetrain.render import PALETTE, parsing_overlay, parsing_palette
+    from finetrain.data.render import PALETTE, parsing_overlay, parsing_palette
 
     pal = parsing_palette(CLASSES)
     assert pal.shape == (11, 3)
@@ -310,7 +310,7 @@ def test_predict_extracts_a_video_with_the_training_stores_facexformer_parser(tm
 
     from fineprep.extract import faces
     from fineschema import ExtractSettings
-    from finetrain.predict import PredictError, extract_videos
+    from finetrain.evaluate.predict import PredictError, extract_videos
 
     video = write_video(tmp_path / "clip.mp4", 12)
     ckpt = tmp_path / "facexformer.safetensors"

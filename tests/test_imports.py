@@ -143,9 +143,9 @@ def _cycle_in(graph: dict[str, set[str]], comp: set[str]) -> list[str]:
 
 def test_the_walker_resolves_relative_and_absolute_imports():
     graph = import_graph()
-    assert len(MODULES) > 40 and {"fineprep.cli", "finetrain.model", "fineschema.layout"} <= set(MODULES)
-    assert {"finetrain.checkpoint", "finetrain.data"} <= graph["finetrain.recipe"]  # relative imports
-    assert "fineschema.layout" in graph["finetrain.data"]  # absolute import of another package
+    assert len(MODULES) > 40 and {"fineprep.cli", "finetrain.model.model", "fineschema.layout"} <= set(MODULES)
+    assert {"finetrain.train.checkpoint", "finetrain.data.store"} <= graph["finetrain.train.recipe"]  # relative imports
+    assert "fineschema.layout" in graph["finetrain.data.store"]  # absolute import of another package
     assert not any(m.split(".")[0] not in PACKAGE_DIRS for deps in graph.values() for m in deps)
 
 
@@ -160,11 +160,51 @@ def test_no_import_cycles():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+# The trainer's sub-packages are layers: each may import only the ones listed for it (and the top-level
+# modules, `errors`, `config`, `rundir`, `runinfo`, which import no sub-package). `commands/` and `cli`
+# sit above all of them.
+TRAINER_LAYERS = {
+    "data": set(),
+    "model": {"data"},
+    "score": set(),
+    "train": {"data", "model", "score"},
+    "evaluate": {"data", "model", "score", "train"},
+}
+
+
+def _trainer_part(module: str) -> str:
+    """The sub-package of a finetrain module ("" for a top-level module)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in TRAINER_LAYERS) else ""
+
+
+def test_the_trainer_model_and_data_never_import_its_loop_or_its_evaluation():
+    graph = import_graph()
+    bad = {m: sorted(d for d in deps if _trainer_part(d) in ("train", "evaluate"))
+           for m, deps in graph.items() if m.startswith("finetrain.") and _trainer_part(m) in ("model", "data")}
+    assert not {m: d for m, d in bad.items() if d}, bad
+
+
+def test_the_trainer_sub_packages_are_layers_with_no_arrow_up():
+    graph = import_graph()
+    assert set(TRAINER_LAYERS) <= {_trainer_part(m) for m in graph if m.startswith("finetrain.")}
+    bad = {}
+    for m, deps in graph.items():
+        if not m.startswith("finetrain.") or _trainer_part(m) == "commands" or m == "finetrain.cli":
+            continue
+        part = _trainer_part(m)
+        allowed = TRAINER_LAYERS.get(part, set()) | {part, ""}
+        up = sorted(d for d in deps if d.startswith("finetrain.") and _trainer_part(d) not in allowed)
+        if up:
+            bad[m] = up
+    assert not bad, bad
+
+
 def test_the_trainer_and_the_contract_never_import_the_pipeline():
     """The trainer reads only the store (`finetrain predict` reaches the pipeline through its one
-    documented seam, `finetrain.predict.extract_videos`); the contract imports neither program."""
+    documented seam, `finetrain.evaluate.predict.extract_videos`); the contract imports neither program."""
     graph = import_graph()
-    allowed = {"finetrain.predict"}
+    allowed = {"finetrain.evaluate.predict"}
     bad = {m: sorted(d for d in deps if d.startswith("fineprep"))
            for m, deps in graph.items() if m.startswith("finetrain") and m not in allowed}
     assert not {m: d for m, d in bad.items() if d}, bad

@@ -21,9 +21,9 @@ torch.set_num_threads(1)
 
 from toy_store import write_toy_store  # noqa: E402
 
-from finetrain import checkpoint as ckpt  # noqa: E402
 from finetrain.config import load_config  # noqa: E402
-from finetrain.recipe import METRICS_CSV, METRICS_JSONL, STEPS_JSONL, TEST_JSON, train, trim_logs  # noqa: E402
+from finetrain.train import checkpoint as ckpt  # noqa: E402
+from finetrain.train.recipe import METRICS_CSV, METRICS_JSONL, STEPS_JSONL, TEST_JSON, train, trim_logs  # noqa: E402
 
 BIN = Path(sys.executable).parent
 # 3 epochs of 3 optimiser steps (42 clips; fold 1 trains on 21, 4 of them held out for validation), batches

@@ -17,9 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from toy_store import write_toy_store  # noqa: E402
 
 from fineprep.cli import app as fineprep_app  # noqa: E402
-from finetrain import checkpoint as ckpt  # noqa: E402
 from finetrain.cli import app as finetrain_app  # noqa: E402
 from finetrain.config import ConfigError, load_config  # noqa: E402
+from finetrain.train import checkpoint as ckpt  # noqa: E402
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from finetrain import metrics
+from finetrain.score import metrics
 
 
 @st.composite

@@ -15,7 +15,7 @@ import pytest
 from test_imports import REPO, _modules
 
 # The inside of one checkpoint folder (model/optimizer safetensors, state.json) is the checkpoint
-# format's, owned by `finetrain.checkpoint`; the run folder around it is `finetrain.rundir`'s.
+# format's, owned by `finetrain.train.checkpoint`; the run folder around it is `finetrain.rundir`'s.
 RUN_FOLDER_NAMES = ("run.json", "metrics.jsonl", "metrics.csv", "test.json", "predictions.parquet",
                     "checkpoints", "config.yaml")
 

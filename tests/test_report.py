@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from fineschema import labels
-from finetrain import report
 from finetrain.cli import app
-from finetrain.predictions import Predictions, write_predictions
+from finetrain.evaluate import report
+from finetrain.score.predictions import Predictions, write_predictions
 
 
 def _fake_run(root, fold_ids, metrics_format="jsonl"):

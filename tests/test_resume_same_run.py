@@ -20,10 +20,10 @@ from typer.testing import CliRunner  # noqa: E402
 
 from finetrain.cli import app as finetrain_app  # noqa: E402
 from finetrain.config import load_config  # noqa: E402
-from finetrain.data import StoreInfo  # noqa: E402
-from finetrain.recipe import train  # noqa: E402
+from finetrain.data.store import StoreInfo  # noqa: E402
 from finetrain.runinfo import FINGERPRINT_KEY, store_fingerprint  # noqa: E402
-from finetrain.state_schema import StateError, checked_state  # noqa: E402
+from finetrain.train.recipe import train  # noqa: E402
+from finetrain.train.state_schema import StateError, checked_state  # noqa: E402
 
 COMMON = ["optim.epochs=2", "optim.batch_size=4", "run.threads=1", "data.num_workers=0"]
 runner = CliRunner()

@@ -23,8 +23,8 @@ from fineschema import (
     write_parquet_atomic,
 )
 from finetrain.config import load_config
-from finetrain.data import StoreDataset
-from finetrain.recipe import prepare
+from finetrain.data.store import StoreDataset
+from finetrain.train.recipe import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHER = "other-vlm"

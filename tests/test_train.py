@@ -18,14 +18,14 @@ torch.set_num_threads(1)
 from toy_store import write_toy_store  # noqa: E402
 
 from fineschema import SCHEMA_VERSION, StoreError, layout  # noqa: E402
-from finetrain import checkpoint as ckpt  # noqa: E402
 from finetrain.config import ConfigError, load_config, parse_override  # noqa: E402
-from finetrain.data import StoreDataset, StoreInfo  # noqa: E402
-from finetrain.losses import compute_loss  # noqa: E402
-from finetrain.model import build_model, count_parameters  # noqa: E402
-from finetrain.recipe import prepare  # noqa: E402
-from finetrain.split import SplitError, fold_split, stratified_holdout  # noqa: E402
-from finetrain.transforms import finalize  # noqa: E402
+from finetrain.data.split import SplitError, fold_split, stratified_holdout  # noqa: E402
+from finetrain.data.store import StoreDataset, StoreInfo  # noqa: E402
+from finetrain.data.transforms import finalize  # noqa: E402
+from finetrain.model.losses import compute_loss  # noqa: E402
+from finetrain.model.model import build_model, count_parameters  # noqa: E402
+from finetrain.train import checkpoint as ckpt  # noqa: E402
+from finetrain.train.recipe import prepare  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 import torch
 from toy_store import write_toy_store
 
-from finetrain.batchpool import PooledDataLoader, SharedBatchPool, image_shapes
-from finetrain.data import ShardedBatchSampler, StoreDataset, StoreInfo
+from finetrain.data.batchpool import PooledDataLoader, SharedBatchPool, image_shapes
+from finetrain.data.store import ShardedBatchSampler, StoreDataset, StoreInfo
 
 torch.set_num_threads(1)
 

@@ -13,10 +13,10 @@ from toy_store import write_toy_store
 from zarr.codecs import BloscCodec, BloscShuffle, ShardingCodec
 
 from fineschema import layout
-from finetrain.chunks import ChunkReader
 from finetrain.config import DataConfig
-from finetrain.data import StoreDataset, StoreInfo, frame_positions, mirrored_blendshapes
-from finetrain.render import PALETTE, YELLOW, landmark_dots, parsing_overlay
+from finetrain.data.chunks import ChunkReader
+from finetrain.data.render import PALETTE, YELLOW, landmark_dots, parsing_overlay
+from finetrain.data.store import StoreDataset, StoreInfo, frame_positions, mirrored_blendshapes
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ from toy_store import write_toy_store
 
 from fineschema import layout
 from finetrain.config import load_config
-from finetrain.data import StoreInfo
-from finetrain.recipe import prepare
+from finetrain.data.store import StoreInfo
+from finetrain.train.recipe import prepare
 
 
 def _mark_random(store):

@@ -18,7 +18,7 @@ from toy_store import write_toy_store
 from fineprep.extract.sampling import segment_centres
 from fineschema import layout, write_parquet_atomic
 from finetrain.config import DataConfig
-from finetrain.data import StoreDataset, StoreFramesWarning, StoreInfo, frame_positions
+from finetrain.data.store import StoreDataset, StoreFramesWarning, StoreInfo, frame_positions
 
 STORED, WANTED = 48, 16
 TAG = ("blendshapes",)
@@ -158,7 +158,7 @@ def test_runs_read_data_frames_of_a_longer_store_and_all_of_a_shorter_one(tmp_pa
     """Through the training recipe: a 12-frame store read 4 per clip, and a 2-frame store asked for 4
     (the model is built for the 2 it holds, with one warning)."""
     from finetrain.config import load_config
-    from finetrain.recipe import train
+    from finetrain.train.recipe import train
 
     common = ["optim.epochs=1", "optim.batch_size=4", "run.threads=1", "data.frames=4",
               "model.streams=[frames, blendshapes]"]

@@ -21,8 +21,8 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 def test_the_model_does_not_import_the_data_loader():
     graph = import_graph()
-    assert "finetrain.transforms" in graph["finetrain.model"] and "finetrain.transforms" in graph["finetrain.data"]
-    assert "finetrain.data" not in _reachable(graph, "finetrain.model"), sorted(_reachable(graph, "finetrain.model"))
+    assert "finetrain.data.transforms" in graph["finetrain.model.model"] and "finetrain.data.transforms" in graph["finetrain.data.store"]
+    assert "finetrain.data.store" not in _reachable(graph, "finetrain.model.model"), sorted(_reachable(graph, "finetrain.model.model"))
 
 
 def test_the_toy_store_lives_in_the_tests_only():

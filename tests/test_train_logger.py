@@ -14,8 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from toy_store import write_toy_store  # noqa: E402
 
 from finetrain.config import ConfigError, load_config  # noqa: E402
-from finetrain.logger import make_logger  # noqa: E402
-from finetrain.recipe import train  # noqa: E402
+from finetrain.train.logger import make_logger  # noqa: E402
+from finetrain.train.recipe import train  # noqa: E402
 
 
 def _rows(path: Path) -> list[dict]:

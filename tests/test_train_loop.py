@@ -21,7 +21,7 @@ from float_bounds import reduction_drift, relative_drift  # noqa: E402
 from toy_store import write_toy_store  # noqa: E402
 
 from finetrain.config import load_config  # noqa: E402
-from finetrain.recipe import STEPS_JSONL, TEST_JSON, train  # noqa: E402
+from finetrain.train.recipe import STEPS_JSONL, TEST_JSON, train  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

@@ -14,11 +14,11 @@ from toy_store import write_toy_store
 
 from fineschema.labels import BASIC7
 from fineschema.layout import BLENDSHAPE_NAMES
-from finetrain.backbone import BackboneError, create_clip, uses_quick_gelu, weights_need_quick_gelu
 from finetrain.config import DataConfig, load_config, preset_names
-from finetrain.data import StoreDataset, StoreInfo, mirrored_blendshapes
-from finetrain.losses import compute_loss, negative_loss
-from finetrain.model import PAPER_STREAMS, PAPER_VARIANTS, build_model, similarity, variant_parameters
+from finetrain.data.store import StoreDataset, StoreInfo, mirrored_blendshapes
+from finetrain.model.backbone import BackboneError, create_clip, uses_quick_gelu, weights_need_quick_gelu
+from finetrain.model.losses import compute_loss, negative_loss
+from finetrain.model.model import PAPER_STREAMS, PAPER_VARIANTS, build_model, similarity, variant_parameters
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -203,7 +203,7 @@ def test_no_negative_set_without_the_negative_loss():
 
 
 def test_negative_weight_is_chosen_on_validation():
-    from finetrain.metrics import choose_negative_weight
+    from finetrain.score.metrics import choose_negative_weight
 
     labels = np.array([0, 1, 2, 0, 1, 2])
     sim_pos = np.full((6, 3), 0.2)

@@ -19,9 +19,9 @@ from toy_store import write_toy_store  # noqa: E402
 
 from fineschema import layout, tables, write_parquet_atomic  # noqa: E402
 from finetrain.config import ConfigError, load_config  # noqa: E402
-from finetrain.recipe import prepare  # noqa: E402
-from finetrain.streams import paper_row  # noqa: E402
-from finetrain.zeroshot import ZeroShotError, clip_texts  # noqa: E402
+from finetrain.train.recipe import prepare  # noqa: E402
+from finetrain.train.streams import paper_row  # noqa: E402
+from finetrain.train.zeroshot import ZeroShotError, clip_texts  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REFUSE = ["model.missing_streams=refuse", "model.streams=[frames, description]"]

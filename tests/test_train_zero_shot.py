@@ -22,8 +22,8 @@ from float_bounds import reduction_drift, relative_drift  # noqa: E402
 from toy_store import write_toy_store  # noqa: E402
 
 from finetrain.config import load_config  # noqa: E402
-from finetrain.recipe import lr_factor, make_schedule, restore_schedule, schedule_state  # noqa: E402
-from finetrain.zeroshot import train_zero_shot  # noqa: E402
+from finetrain.train.recipe import lr_factor, make_schedule, restore_schedule, schedule_state  # noqa: E402
+from finetrain.train.zeroshot import train_zero_shot  # noqa: E402
 
 BIN = Path(sys.executable).parent
 # fold 1 of the toy store trains on 21 clips, each with a description; batches of 4 (no validation split)

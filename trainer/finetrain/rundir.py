@@ -7,12 +7,12 @@
     RUN/checkpoints/last/      where `--resume` continues from
     RUN/checkpoints/best/      the checkpoint the test fold is scored with
     RUN/test.json              the test fold's scores; its presence marks a finished run
-    RUN/predictions.parquet    per-clip test predictions (`finetrain.predictions`)
+    RUN/predictions.parquet    per-clip test predictions (`finetrain.score.predictions`)
     RUN/fold<K>/               a sub-run per fold of a `--fold` run, laid out the same way
     RUN/fold_table.json, .md   the per-fold and mean table of such a run
     RUN/eval/<NAME>/           `finetrain eval` of the run on a store (predictions, fold table)
     RUN/report/                `finetrain report`'s PNG, HTML page and fold table
-    RUN/tensorboard/           TensorBoard event files (`finetrain.logger`, run.logger=tensorboard)
+    RUN/tensorboard/           TensorBoard event files (`finetrain.train.logger`, run.logger=tensorboard)
 
 A run folder is input like any file: sub-run names are only ever `fold` + digits, and every path here
 is built under the folder, never from names read out of it.

@@ -40,7 +40,7 @@ def read_run_info(run: str | Path) -> dict:
 
 
 def store_run_info(info) -> dict:
-    """What a run should remember about its store (a `finetrain.data.StoreInfo`)."""
+    """What a run should remember about its store (a `finetrain.data.store.StoreInfo`)."""
     settings = info.attrs.get("settings") or {}
     return {"store": str(Path(info.root).resolve()), "dataset": info.attrs.get("dataset"),
             "label_set": info.attrs.get("label_set"), "size": info.size, "store_frames": info.frames,

@@ -12,7 +12,7 @@ def presets_table():
     from rich.table import Table
 
     from ..config import load_config, preset_names
-    from ..streams import paper_row
+    from ..train.streams import paper_row
 
     table = Table(title="finetrain presets (trainer/finetrain/configs/)")
     table.add_column("preset", no_wrap=True)

@@ -59,7 +59,7 @@ def report(
 
     `finetrain report --run RUN`, or `finetrain report --merge RUN1 RUN2 ...` for folds run as separate jobs.
     """
-    from finetrain.report import render
+    from finetrain.evaluate.report import render
     from finetrain.rundir import RunDir
     from finetrain.runinfo import run_dataset
 
@@ -94,7 +94,7 @@ def evaluate(
 
     Writes per-clip predictions (Parquet) and the fold table (JSON + Markdown).
     """
-    from finetrain.crossdata import DescriptionSet, evaluate_run
+    from finetrain.evaluate.crossdata import DescriptionSet, evaluate_run
 
     if not run.is_dir():
         _fail(f"{run}: no run directory here")
@@ -136,8 +136,8 @@ def predict(
     with the settings of the store the model was trained on."""
     from rich.console import Console
 
-    from finetrain.predict import predict_videos, results_json
-    from finetrain.streams import RANDOM_WEIGHTS_LINE
+    from finetrain.evaluate.predict import predict_videos, results_json
+    from finetrain.train.streams import RANDOM_WEIGHTS_LINE
 
     results = _one_line(predict_videos, run, videos, top_k=top_k, device=device, landmarker=landmarker, fold=fold,
                         parser_weights=parser_weights)

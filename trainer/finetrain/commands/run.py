@@ -15,8 +15,8 @@ def _fail(err, message) -> None:
 
 def _interrupted(out: Path) -> str:
     """One line for Ctrl-C: where the last checkpoint is and how to continue from it."""
-    from ..checkpoint import read_state
     from ..rundir import RunDir
+    from ..train.checkpoint import read_state
 
     run = RunDir(out)
     saved = []
@@ -51,9 +51,9 @@ def _config(out: Path, config: str | None, extra: list[str], resume: bool, err):
 
 
 def _train(cfg, store: Path, out: Path, folds, single, resume: bool, mode: str, text: str, quiet: bool) -> None:
-    from ..foldrun import run_folds
-    from ..recipe import train
-    from ..zeroshot import train_zero_shot
+    from ..train.foldrun import run_folds
+    from ..train.recipe import train
+    from ..train.zeroshot import train_zero_shot
 
     if folds is not None and single is None:
         run_folds(cfg, store, out, folds, resume=resume, mode=mode, text=text, progress=not quiet)
@@ -75,9 +75,9 @@ def run_command(store: Path, out: Path, config: str | None, overrides: list[str]
     from fineschema.errors import SchemaError
     from fineschema.oserrors import machine_error_line
 
-    from ..checkpoint import refuse_pretrained
     from ..errors import FinetrainError
-    from ..foldrun import MODES, parse_folds
+    from ..train.checkpoint import refuse_pretrained
+    from ..train.foldrun import MODES, parse_folds
 
     err = Console(stderr=True)
     cfg = None

@@ -10,7 +10,7 @@ import html
 
 import numpy as np
 
-from . import folds
+from ..score import folds
 from .report_data import LOSS_PARTS, Band, ReportData
 
 COLOURS = {"train": "#4c72b0", "val": "#dd8452", "ce": "#55a868", "neg": "#c44e52", "desc": "#8172b3"}

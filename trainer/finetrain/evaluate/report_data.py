@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .rundir import RunDir
+from ..rundir import RunDir
 
 LOSS_PARTS = ("ce", "neg", "desc")
 

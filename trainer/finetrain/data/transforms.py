@@ -1,6 +1,6 @@
 """The float step of the image streams, shared by the loader and the model.
 
-The Dataset (`data.py`) hands over uint8 images and per-clip jitter factors; `finalize` turns them into
+The Dataset (`store.py`) hands over uint8 images and per-clip jitter factors; `finalize` turns them into
 normalised float tensors on whatever device the batch is on, so this step runs on the GPU when there
 is one. It lives apart from the loader so the model can finalise a batch without importing the store
 reader (pyarrow, zarr).

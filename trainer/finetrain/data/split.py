@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import FinetrainError
+from ..errors import FinetrainError
 
 
 class SplitError(FinetrainError, ValueError):

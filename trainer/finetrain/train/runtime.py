@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,7 +86,7 @@ def seeded_model(cfg: Config, info) -> tuple[torch.nn.Module, torch.device, int,
     """Seed, then build the model for the store's labels and frames on the run's device.
 
     Returns (model, device, trainable parameters, total parameters)."""
-    from .model import build_model, count_parameters
+    from ..model.model import build_model, count_parameters
 
     device = resolve_device(cfg.run.device)
     seed_everything(cfg.run.seed)

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import FinetrainError
+from ..errors import FinetrainError
+from ..rundir import FOLD_TABLE_JSON, FOLD_TABLE_MD, PREDICTIONS_FILE, TEST_JSON, RunDir
 from .metrics import Scores, mean_std
 from .predictions import Predictions, read_predictions
-from .rundir import FOLD_TABLE_JSON, FOLD_TABLE_MD, PREDICTIONS_FILE, TEST_JSON, RunDir
 
 __all__ = ["FOLD_TABLE_JSON", "FOLD_TABLE_MD", "PREDICTIONS_FILE", "FoldResult", "FoldTableError", "NoRunError",
            "build_table", "collect", "fold_results", "prediction_files", "store_folds", "to_markdown", "write_table"]

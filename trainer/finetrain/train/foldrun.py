@@ -1,7 +1,7 @@
 """`finetrain run --fold all` (or `--fold 1,2`): one sub-run per fold into `RUN/fold<K>/`, then the fold table.
 
 The driver above the recipe: it knows folds and sub-run folders, the recipe knows one run. The table
-itself (`finetrain.folds`) is built from the sub-runs' predictions files, never from their logs.
+itself (`finetrain.score.folds`) is built from the sub-runs' predictions files, never from their logs.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 
 from fineschema.nolinks import refuse_links_under
 
-from .errors import FinetrainError
-from .folds import build_table, collect, store_folds, to_markdown, write_table
+from ..errors import FinetrainError
+from ..rundir import RunDir
+from ..runinfo import is_main_process, store_run_info, write_run_info
+from ..score.folds import build_table, collect, store_folds, to_markdown, write_table
 from .resume_check import check_own_store
-from .rundir import RunDir
-from .runinfo import is_main_process, store_run_info, write_run_info
 
 MODES = ("supervised", "zero-shot")
 
@@ -54,7 +54,7 @@ def wanted_folds(info, store, folds: list[int] | str) -> list[int]:
 def train_fold(cfg, store, sub: RunDir, k: int, resume: bool, mode: str, text: str | None, console,
                progress: bool) -> dict:
     """One fold's run into its sub-run folder (resumed where it has checkpoints and --resume was given)."""
-    from .config import replace
+    from ..config import replace
     from .recipe import train
     from .zeroshot import train_zero_shot
 
@@ -75,7 +75,7 @@ def run_folds(cfg, store: str | Path, out: str | Path, folds: list[int] | str = 
     """
     from rich.console import Console
 
-    from .data import StoreInfo
+    from ..data.store import StoreInfo
 
     console = console or Console(stderr=True)
     run = RunDir(out)

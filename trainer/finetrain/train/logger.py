@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ConfigError
-from .rundir import RunDir
+from ..config import ConfigError
+from ..rundir import RunDir
 
 LOGGERS = ("tensorboard", "wandb", "none")
 

@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import Config, ConfigError
+from ..data.transforms import VISUAL_STREAMS, finalize, needs_finalize
 from . import adapters
 from .backbone import create_clip
-from .config import Config, ConfigError
 from .losses import float32_region
-from .transforms import VISUAL_STREAMS, finalize, needs_finalize
 
 VISUAL = VISUAL_STREAMS  # the image streams: each runs the CLIP image tower with its own adapter set
 MIDDLE = ("parsing", "landmarks")
@@ -321,7 +321,7 @@ def variant_parameters(cfg: Config, labels: tuple[str, ...] | None = None) -> di
     replaced by the variant's. Built on the meta device: no memory, no weights, a few seconds each."""
     from fineschema.labels import BASIC7
 
-    from .config import replace
+    from ..config import replace
 
     counts = {}
     for name, (streams, _) in PAPER_VARIANTS.items():
@@ -334,7 +334,7 @@ def variant_parameters(cfg: Config, labels: tuple[str, ...] | None = None) -> di
 
 def parameter_table(configs: tuple[str, ...] = ("dfew-b16", "dfew-l14")) -> str:
     """Markdown: our tunable parameters per variant for each preset, beside the paper's (ViT-B/16)."""
-    from .config import load_config
+    from ..config import load_config
 
     counts = {name: variant_parameters(load_config(name)) for name in configs}
     head = "| variant | inputs | paper (M) | " + " | ".join(f"`{c}` (M)" for c in configs) + " |"

@@ -21,7 +21,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
-from .errors import FinetrainError
+from ..errors import FinetrainError
 
 WEIGHTS_ORIGINS = ("auto", "openai", "other")
 

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 
 from fineschema import tables, write_parquet_atomic
 
-from .errors import FinetrainError
+from ..errors import FinetrainError
+from ..rundir import PREDICTIONS_FILE
 from .metrics import Scores, score_names
-from .rundir import PREDICTIONS_FILE
 
 __all__ = ["PREDICTIONS_FILE", "Predictions", "PredictionsError", "concat", "read_predictions", "write_predictions"]
 

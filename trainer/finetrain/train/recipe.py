@@ -34,16 +34,11 @@ import torch
 from fineschema import tables
 from fineschema.nolinks import refuse_links_under
 
-from . import checkpoint as ckpt
-from .batchpool import PooledDataLoader, image_shapes
-from .config import Config, ConfigError
-from .data import ShardedBatchSampler, StoreDataset, StoreInfo
-from .logger import flat, make_logger
-from .metrics import score
-from .predictions import Predictions, write_predictions
-from .protocol import check_strict, describe, fold_counts, is_partial, pct, score_line
-from .resume_check import check_resume, record_changes
-from .rundir import (
+from ..config import Config, ConfigError
+from ..data.batchpool import PooledDataLoader, image_shapes
+from ..data.split import Split, fold_split
+from ..data.store import ShardedBatchSampler, StoreDataset, StoreInfo
+from ..rundir import (
     BEST,
     CHECKPOINTS,
     CONFIG_FILE,
@@ -54,9 +49,14 @@ from .rundir import (
     TEST_JSON,
     RunDir,
 )
-from .runinfo import store_run_info, write_run_info
+from ..runinfo import store_run_info, write_run_info
+from ..score.metrics import score
+from ..score.predictions import Predictions, write_predictions
+from ..score.protocol import check_strict, describe, fold_counts, is_partial, pct, score_line
+from . import checkpoint as ckpt
+from .logger import flat, make_logger
+from .resume_check import check_resume, record_changes
 from .runtime import autocast, barrier, init_distributed, seeded_model, to_device
-from .split import Split, fold_split
 from .state_schema import checked_state
 from .streams import RANDOM_WEIGHTS_LINE, StreamPlan, paper_row, plan_streams, weights_record
 
@@ -223,7 +223,7 @@ def evaluate(model, loader, device: torch.device | None = None, amp: str = "off"
 
 
 def _uar_war(res: dict, num_classes: int) -> tuple[float, float]:
-    from .metrics import uar_war
+    from ..score.metrics import uar_war
 
     if len(res["labels"]) == 0:
         return float("nan"), float("nan")
@@ -233,7 +233,7 @@ def _uar_war(res: dict, num_classes: int) -> tuple[float, float]:
 def validation_loss(cfg: Config, res: dict) -> dict:
     """The label terms of the training loss on validation clips ({"loss", "ce", "neg"}; the description
     term needs the clips' texts and is left out): the curve that shows over-fitting beside the train loss."""
-    from .losses import negative_loss
+    from ..model.losses import negative_loss
 
     if "sim_pos" not in res or not len(res["labels"]):
         return {}
@@ -259,7 +259,7 @@ def validation_recall(cfg: Config, res: dict, labels) -> dict[str, float]:
 def with_negative_weight(cfg: Config, res: dict) -> tuple[float, float, str]:
     """Validation (UAR, WAR) at the negative-descriptor weight chosen on `res` (`loss.infer_negative_grid`),
     which is set in `cfg.loss.infer_negative`; returns (uar, war, note)."""
-    from .metrics import choose_negative_weight
+    from ..score.metrics import choose_negative_weight
 
     if "sim_neg" not in res or not cfg.loss.infer_negative_grid:
         uar, war = _uar_war(res, res["logits"].shape[1])
@@ -384,7 +384,7 @@ class Objective:
 
     def loss(self, outputs: dict, batch: dict, cfg: Config, world: int) -> tuple[torch.Tensor, dict]:
         """(loss to log, its parts); each process's loss is the mean over its own clips."""
-        from .losses import compute_loss
+        from ..model.losses import compute_loss
 
         return compute_loss(outputs, batch["label"], cfg.loss)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .errors import FinetrainError
+from ..errors import FinetrainError
 
 
 class StateError(FinetrainError, ValueError):

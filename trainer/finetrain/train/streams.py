@@ -18,7 +18,7 @@ import numpy as np
 
 from fineschema import counts_line, layout
 
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
 
 MESH_STREAMS = ("parsing", "landmarks", "blendshapes")
 

@@ -14,7 +14,7 @@ from collections import Counter
 
 from fineschema import tables
 
-from .errors import FinetrainError
+from ..errors import FinetrainError
 
 
 class ProtocolError(FinetrainError, ValueError):

@@ -37,10 +37,10 @@ import torch.nn.functional as F
 
 from fineschema import counts_line, layout
 
-from .config import Config, ConfigError, from_dict
-from .errors import FinetrainError
-from .losses import alignment_loss, text_targets
-from .protocol import pct, score_line
+from ..config import Config, ConfigError, from_dict
+from ..errors import FinetrainError
+from ..model.losses import alignment_loss, text_targets
+from ..score.protocol import pct, score_line
 from .recipe import LastEpoch, Objective, Prepared, Recipe, batch_loader, checked_inputs
 from .runtime import gather_rows
 
@@ -120,8 +120,8 @@ class ZeroShot(Objective):
         return LastEpoch()
 
     def prepare(self, cfg: Config, store: str | Path) -> Prepared:
-        from .data import StoreInfo
-        from .split import fold_split
+        from ..data.split import fold_split
+        from ..data.store import StoreInfo
 
         cfg = zero_shot_config(cfg)
         info = StoreInfo.for_config(store, cfg)
@@ -143,7 +143,7 @@ class ZeroShot(Objective):
         return {"mode": self.mode, "text": self.text, "fold": prep.split.fold}
 
     def train_loader(self, prep: Prepared, model, world: int, rank: int):
-        from .data import StoreDataset
+        from ..data.store import StoreDataset
 
         cfg, info = prep.cfg, prep.info
         frames = min(cfg.data.frames or info.frames, info.frames)

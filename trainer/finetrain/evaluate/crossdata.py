@@ -19,10 +19,10 @@ import numpy as np
 
 from fineschema.labels import MAFW11, MAFW_COMBOS, label_set
 
-from .errors import FinetrainError
-from .predictions import Predictions
-from .protocol import score_line
-from .rundir import RunDir
+from ..errors import FinetrainError
+from ..rundir import RunDir
+from ..score.predictions import Predictions
+from ..score.protocol import score_line
 
 
 class ClassMappingError(FinetrainError, ValueError):
@@ -137,7 +137,7 @@ def model_runs(run: str | Path, fold: int | None = None) -> list[tuple[int | Non
 
 
 def _run_fold(run: RunDir) -> int | None:
-    from .checkpoint import read_meta
+    from ..train.checkpoint import read_meta
 
     return read_meta(run.best)["config"]["run"]["fold"]
 
@@ -159,7 +159,7 @@ class DescriptionSet:
     @classmethod
     def of_run(cls, folder: str | Path) -> DescriptionSet:
         """The set the run trained on, as its config named it (`data.descriptions_model` / `_prompt`)."""
-        from .checkpoint import read_meta
+        from ..train.checkpoint import read_meta
 
         data = read_meta(RunDir(folder).best)["config"].get("data") or {}
         return cls(data.get("descriptions_model"), data.get("descriptions_prompt"))
@@ -173,7 +173,7 @@ def open_store(store: str | Path, chosen: DescriptionSet):
     scoring the description stream on nothing."""
     from fineschema import DescriptionChoiceError, description_sets, read_descriptions
 
-    from .data import StoreInfo
+    from ..data.store import StoreInfo
 
     try:
         info = StoreInfo.open(store, chosen.model, chosen.prompt)
@@ -225,7 +225,7 @@ def _predict_rows(folder: Path, info, rows: np.ndarray, labels: tuple[str, ...],
     """Model-space predictions of one run's model on `rows` of the store."""
     import torch
 
-    from . import recipe
+    from ..train import recipe
     from .predict import load_model, model_frames
 
     model, cfg = load_model(folder, labels=labels, device=device)
@@ -244,8 +244,8 @@ def _predict_rows(folder: Path, info, rows: np.ndarray, labels: tuple[str, ...],
 def _evaluate_model(folder: Path, k: int | None, info, store: str | Path, clips: str, in_store: list[int],
                     chosen: DescriptionSet, device: str) -> tuple[Predictions, str]:
     """Shared-space predictions of one model, and the line that reports them."""
+    from ..runinfo import read_run_info
     from .predict import run_labels
-    from .runinfo import read_run_info
 
     zero_shot = read_run_info(folder).get("mode") == "zero-shot"
     cmap = class_map(info.labels, info.labels) if zero_shot else class_map(run_labels(folder), info.labels)
@@ -262,8 +262,8 @@ def _evaluate_model(folder: Path, k: int | None, info, store: str | Path, clips:
 
 def _coverage(info, rows, fold: int | None, cfg, s) -> dict:
     """What an evaluation's numbers cover, as test.json says it for training (`folds.RECORD_KEYS`)."""
-    from .protocol import is_partial, scored_counts
-    from .streams import paper_row, weights_record
+    from ..score.protocol import is_partial, scored_counts
+    from ..train.streams import paper_row, weights_record
 
     clips = scored_counts(info, rows, fold)
     return {"fold": fold, "uar": s.uar, "war": s.war, "count": int(len(rows)), "clips": clips,
@@ -285,8 +285,8 @@ def evaluate_run(run: str | Path, store: str | Path, out: str | Path | None = No
     """
     from rich.console import Console
 
-    from .folds import build_table, collect, store_folds, to_markdown, write_table
-    from .predictions import write_predictions
+    from ..score.folds import build_table, collect, store_folds, to_markdown, write_table
+    from ..score.predictions import write_predictions
 
     if clips not in CLIP_CHOICES:
         raise EvalError(f"--clips must be {', '.join(CLIP_CHOICES[:-1])} or {CLIP_CHOICES[-1]}; got {clips!r}")

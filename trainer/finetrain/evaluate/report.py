@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import folds
-from .errors import FinetrainError
-from .rundir import METRICS_CSV, METRICS_JSONL, PREDICTIONS_FILE, RunDir
+from ..errors import FinetrainError
+from ..rundir import METRICS_CSV, METRICS_JSONL, PREDICTIONS_FILE, RunDir
+from ..score import folds
 
 REPORT_PNG = "report.png"
 REPORT_HTML = "report.html"

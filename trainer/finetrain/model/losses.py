@@ -17,7 +17,7 @@ s(a, b) the cosine similarity, tau = loss.logit_scale and y_b the true class:
 
   L = loss.ce * L_ce + loss.negative * L_neg + loss.description * L_desc
 
-Zero-shot training (`finetrain.zeroshot`) has one term instead, between v_b and the embedding t_b of the
+Zero-shot training (`finetrain.train.zeroshot`) has one term instead, between v_b and the embedding t_b of the
 clip's own text (caption or description), with targets Y spread over the clips of identical text:
 
   L_align = 1/2 [CE(tau * V T^T, Y) + CE(tau * T V^T, Y^T)]                   (`alignment_loss`)

@@ -13,8 +13,8 @@ threads, loader workers, device, checkpoint spacing). Such a change is recorded 
 
 from __future__ import annotations
 
-from .errors import FinetrainError
-from .runinfo import FINGERPRINT_KEY, read_run_info, store_fingerprint, write_run_info
+from ..errors import FinetrainError
+from ..runinfo import FINGERPRINT_KEY, read_run_info, store_fingerprint, write_run_info
 
 OPERATIONAL = ("run.max_steps", "run.threads", "run.device", "run.checkpoint_every", "data.num_workers")
 
@@ -37,7 +37,7 @@ def saved_config(run) -> dict:
     """RUN/config.yaml as the flat `section.key -> value` dict of a full config."""
     import yaml
 
-    from .config import apply, load_config
+    from ..config import apply, load_config
 
     cfg = load_config("default")
     apply(cfg, yaml.safe_load(run.config.read_text(encoding="utf-8")), str(run.config))

@@ -16,8 +16,8 @@ import numpy as np
 
 from fineschema.limits import check_frames
 
-from .errors import FinetrainError
-from .rundir import BEST, RunDir
+from ..errors import FinetrainError
+from ..rundir import BEST, RunDir
 
 PIPELINE_HINT = "pip install 'fineclip[pipeline]'"
 
@@ -32,7 +32,7 @@ class PipelineMissing(PredictError):
 
 def checkpoint_dir(run: str | Path, which: str = BEST) -> Path:
     """A run's `checkpoints/<which>` folder; a `--fold all` run folder is refused with its sub-runs named."""
-    from .checkpoint import MODEL_FILE
+    from ..train.checkpoint import MODEL_FILE
 
     top = RunDir(run)
     folder = top.checkpoint(which)
@@ -62,7 +62,7 @@ def pick_model_run(run: str | Path, fold: int | None = None) -> Path:
 
 def model_frames(folder: Path) -> int:
     """Frames the temporal heads were built for, read from the checkpoint's tensor shapes."""
-    from .checkpoint import MODEL_FILE, tensor_shapes
+    from ..train.checkpoint import MODEL_FILE, tensor_shapes
 
     for key, shape in tensor_shapes(Path(folder) / MODEL_FILE).items():
         if key.startswith("heads.") and key.endswith(".pos"):  # checked before any model is built with it
@@ -77,10 +77,10 @@ def load_model(run: str | Path, labels: tuple[str, ...] | None = None, which: st
     random-weight backbone (`model.pretrained: null`, the tiny test model), from the run's seed, exactly
     as training built it.
     """
-    from . import checkpoint as ckpt
-    from .config import from_dict
-    from .model import build_model
-    from .runtime import seed_everything
+    from ..config import from_dict
+    from ..model.model import build_model
+    from ..train import checkpoint as ckpt
+    from ..train.runtime import seed_everything
 
     folder = checkpoint_dir(run, which)
     meta = ckpt.read_meta(folder)
@@ -98,7 +98,7 @@ def load_model(run: str | Path, labels: tuple[str, ...] | None = None, which: st
 
 
 def run_labels(run: str | Path, which: str = BEST) -> tuple[str, ...]:
-    from . import checkpoint as ckpt
+    from ..train import checkpoint as ckpt
 
     return tuple(ckpt.read_meta(checkpoint_dir(run, which))["labels"])
 
@@ -107,8 +107,8 @@ def run_labels(run: str | Path, which: str = BEST) -> tuple[str, ...]:
 def _array_dataset(arrays: dict[str, np.ndarray], clip_ids: list[str], model, cfg, frame_indices: list | None):
     """`StoreDataset` reading from arrays (N, T, ...) in memory instead of a Zarr group; `frame_indices`
     (each clip's source frame per stored frame, as the manifest keeps them) mark the padding repeats."""
-    from .chunks import ChunkReader
-    from .data import StoreDataset, StoreInfo, distinct_frames
+    from ..data.chunks import ChunkReader
+    from ..data.store import StoreDataset, StoreInfo, distinct_frames
 
     readers = {name: ChunkReader(a) for name, a in arrays.items()}  # plain indexing: numpy has no chunks
 
@@ -167,7 +167,7 @@ def extraction_settings(run: str | Path, which: str = BEST):
     (`fineschema.ExtractSettings`); a checkpoint without them is refused, naming what to do."""
     from fineschema import ExtractSettings, SettingsError
 
-    from . import checkpoint as ckpt
+    from ..train import checkpoint as ckpt
 
     folder = checkpoint_dir(run, which)
     saved = ckpt.read_meta(folder).get("extraction")

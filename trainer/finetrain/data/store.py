@@ -299,7 +299,7 @@ class StoreDataset(torch.utils.data.Dataset):
 
     def __init__(self, info: StoreInfo, rows, image_size: int, frames: int | None = None, train: bool = False,
                  data_cfg=None, streams=VISUAL_STREAMS + ("blendshapes",), tokenizer=None, seed: int = 0):
-        from .config import DataConfig
+        from ..config import DataConfig
 
         self.info = info
         self.rows = np.asarray(rows, dtype=np.int64)
