@@ -20,6 +20,7 @@ import numpy as np
 
 from fineschema import layout
 
+from ..quiet import quiet_native_logs
 from .crops import crop_square, resize_square
 
 MESH_INPUT = 256
@@ -84,16 +85,18 @@ class MeshNet:
         MESH_INPUT x MESH_INPUT RGB uint8 image."""
         self.calls += 1
         x = (roi.astype(np.float32) * (1 / 255.0))[None]
-        self._mesh.set_tensor(self._mesh_in, x)
-        self._mesh.invoke()
+        with quiet_native_logs():  # LiteRT warns on stderr when numpy's buffer is not 64-byte aligned
+            self._mesh.set_tensor(self._mesh_in, x)
+            self._mesh.invoke()
         marks = self._mesh.get_tensor(self._marks_out).reshape(layout.NUM_LANDMARKS, 3)
         flag = float(self._mesh.get_tensor(self._flag_out).reshape(()))
         return marks.astype(np.float32), float(1.0 / (1.0 + np.exp(-flag)))
 
     def blendshapes(self, points_px: np.ndarray) -> np.ndarray:
         """(52,) coefficients from (478, 2+) mesh points in image pixels."""
-        self._shapes.set_tensor(self._shapes_in, points_px[BLENDSHAPE_POINTS, :2].astype(np.float32)[None])
-        self._shapes.invoke()
+        with quiet_native_logs():
+            self._shapes.set_tensor(self._shapes_in, points_px[BLENDSHAPE_POINTS, :2].astype(np.float32)[None])
+            self._shapes.invoke()
         return self._shapes.get_tensor(self._shapes_out).reshape(layout.NUM_BLENDSHAPES).astype(np.float32)
 
 
