@@ -90,3 +90,18 @@ def test_a_checkpoint_claiming_a_40000_pixel_crop_is_refused_by_predict(tmp_path
     video.write_bytes(b"never read")
     r = runner.invoke(finetrain_app, ["predict", "--run", str(run), str(video)])
     _one_line(r, "extraction settings", "size 40000 is outside")
+
+
+def test_predicts_max_pixels_reaches_the_extraction_it_advises_raising():
+    """media.py's refusal says "raise --max-pixels": predict has the option, and it reaches ExtractConfig."""
+    from fineschema import ExtractSettings
+    from finetrain.evaluate.predict import extract_config
+
+    settings = ExtractSettings(frames=4, size=64, margin=0.6, smooth_sigma=1.0, face="primary", min_face=40.0,
+                               cut_change=0.4, min_found_ratio=0.25, crop_frame_sources=False, landmark_mode="image",
+                               parser="mesh", parser_weights_sha256=None, landmark_sha256=None, detector_sha256=None,
+                               min_landmark_score=0.5, second_detector=False)
+    assert extract_config(settings, 4, None, max_pixels=123_456).max_pixels == 123_456
+    assert extract_config(settings, 4, None).max_pixels > 123_456  # the extract default otherwise
+    r = runner.invoke(finetrain_app, ["predict", "--help"], env={"COLUMNS": "200"})
+    assert "--max-pixels" in r.output

@@ -131,6 +131,8 @@ def predict(
                                     "(default: the lowest)."),
     parser_weights: Path | None = typer.Option(None, "--parser-weights", help="The learned parser's weights, for a "
                                                "model trained on a `--parser facexformer` store."),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", min=1, help="Refuse frames larger than this "
+                                          "many pixels before decoding (default: fineprep extract's)."),
 ) -> None:
     """Top-k expression classes with probabilities for each video, extracted in-process by the pipeline
     with the settings of the store the model was trained on."""
@@ -140,7 +142,7 @@ def predict(
     from finetrain.train.streams import RANDOM_WEIGHTS_LINE
 
     results = _one_line(predict_videos, run, videos, top_k=top_k, device=device, landmarker=landmarker, fold=fold,
-                        parser_weights=parser_weights)
+                        parser_weights=parser_weights, max_pixels=max_pixels)
     if any(r.random_weights for r in results):
         Console(stderr=True).print(f"[yellow]note:[/] {RANDOM_WEIGHTS_LINE.replace('this run', 'these predictions')}",
                                    highlight=False)

@@ -214,7 +214,7 @@ def _same(what: str, have: str | None, want: str | None, remedy: str) -> None:
                            f"({want[:12]}...); {remedy}")
 
 
-def extract_config(settings, frames: int, parser_weights: Path | None):
+def extract_config(settings, frames: int, parser_weights: Path | None, max_pixels: int | None = None):
     """fineprep's ExtractConfig with every setting that shaped the training store; `frames` is what the
     model reads (the centres of a store's segments are the frames a direct extract of that many stores)."""
     from fineprep.extract.config import ExtractConfig
@@ -224,11 +224,12 @@ def extract_config(settings, frames: int, parser_weights: Path | None):
                          landmark_mode=settings.landmark_mode, crop_frame_sources=settings.crop_frame_sources,
                          face=settings.face, min_face=settings.min_face, cut_change=settings.cut_change,
                          min_found_ratio=settings.min_found_ratio, min_landmark_score=settings.min_landmark_score,
-                         second_detector=settings.second_detector)
+                         second_detector=settings.second_detector,
+                         **({"max_pixels": int(max_pixels)} if max_pixels else {}))
 
 
 def extract_videos(paths: list[Path], settings, frames: int, landmarker: Path | None = None,
-                   parser_weights: Path | None = None):
+                   parser_weights: Path | None = None, max_pixels: int | None = None):
     """Run the pipeline's per-clip extraction on each file (video, or a folder of frames) in this process,
     with `settings` (`fineschema.ExtractSettings`, the training store's) and `frames` per clip.
 
@@ -253,7 +254,7 @@ def extract_videos(paths: list[Path], settings, frames: int, landmarker: Path | 
     from rich.progress import Progress
 
     model_path, weights = _checked_models(settings, landmarker, parser_weights)
-    config = extract_config(settings, frames, weights)
+    config = extract_config(settings, frames, weights, max_pixels)
     models = faces.get_models(model_path)
     parser = get_parser(config.parser, config.parser_weights)
     results = []
@@ -271,7 +272,7 @@ def extract_videos(paths: list[Path], settings, frames: int, landmarker: Path | 
 
 def predict_videos(run: str | Path, paths: list[Path], top_k: int = 3, which: str = BEST,
                    device: str = "cpu", landmarker: Path | None = None, fold: int | None = None,
-                   parser_weights: Path | None = None) -> list[VideoResult]:
+                   parser_weights: Path | None = None, max_pixels: int | None = None) -> list[VideoResult]:
     """Top-k classes with probabilities for each video; a file that fails is reported, not fatal.
     For a `--fold all` run the model of `fold` is used (the lowest fold by default). Each video is
     extracted with the training store's settings (`extraction_settings`)."""
@@ -282,7 +283,7 @@ def predict_videos(run: str | Path, paths: list[Path], top_k: int = 3, which: st
     model, cfg = load_model(run, which=which, device=device)
     frames = model_frames(checkpoint_dir(run, which))
     settings = extraction_settings(run, which)
-    results = extract_videos(list(paths), settings, frames, landmarker, parser_weights)
+    results = extract_videos(list(paths), settings, frames, landmarker, parser_weights, max_pixels)
     random = cfg.model.pretrained is None
     out: list[VideoResult] = [VideoResult(str(p), r.status, r.error, random_weights=random)
                               for p, r in zip(paths, results, strict=True)]
