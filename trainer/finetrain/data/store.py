@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
@@ -99,10 +100,12 @@ class StoreInfo:
         check_store(root)
         attrs = dict(zarr.open_group(str(root / layout.ARRAYS_DIR), mode="r").attrs)
         labels = LABEL_SETS[attrs["label_set"]]
-        table = read_manifest(root, statuses=tables.STORED_STATUSES,
-                              columns=["clip_id", "label", "train_folds", "test_folds", "store_index",
-                                       "frame_indices", "status"])
-        rows = table.filter(pc.and_(pc.is_valid(table["label"]), pc.greater_equal(table["store_index"], 0))).to_pydict()
+        manifest = read_manifest(root, columns=["clip_id", "label", "train_folds", "test_folds", "store_index",
+                                                "frame_indices", "status"])  # read once: scored and unscored
+        scored = pc.and_(pc.and_(pc.is_in(manifest["status"], value_set=pa.array(tables.STORED_STATUSES)),
+                                 pc.is_valid(manifest["label"])),
+                         pc.fill_null(pc.greater_equal(manifest["store_index"], 0), False))
+        rows = manifest.filter(scored).to_pydict()
         position = {name: i for i, name in enumerate(labels)}
         unknown = sorted({lab for lab in rows["label"] if lab not in position})
         if unknown:
@@ -124,18 +127,17 @@ class StoreInfo:
             random_descriptions=read_descriptions(root, descriptions_model, descriptions_prompt,
                                                   random_weights=True),
             face_status=list(rows["status"]),
-            unscored=unscored_clips(root, set(rows["clip_id"])),
+            unscored=unscored_clips(manifest.filter(pc.invert(scored))),
             description_counts=description_counts(root, model=descriptions_model, prompt=descriptions_prompt),
         )
 
 
-def unscored_clips(root: Path, stored: set[str]) -> list[dict]:
-    """Manifest rows listed in some fold but not in the clip table: no arrays (missing, corrupt, error, ...)
-    or no label; each with its status (`no_label` for a stored clip without one)."""
-    table = read_manifest(root, columns=["clip_id", "status", "train_folds", "test_folds"]).to_pylist()
+def unscored_clips(rest) -> list[dict]:
+    """The manifest rows left out of the clip table (no arrays: missing, corrupt, error, ...; or no label)
+    that some fold lists, each with its status (`no_label` for a stored clip without one)."""
     out = []
-    for row in table:
-        if row["clip_id"] in stored or not (row["train_folds"] or row["test_folds"]):
+    for row in rest.select(["clip_id", "status", "train_folds", "test_folds"]).to_pylist():
+        if not (row["train_folds"] or row["test_folds"]):
             continue
         status = row["status"] if row["status"] not in tables.STORED_STATUSES else "no_label"
         out.append({**row, "status": status, "train_folds": list(row["train_folds"] or []),
